@@ -1,0 +1,205 @@
+"""The ``recsys`` command line (DESIGN.md, "The command line").
+
+Exit codes: 0 ok; 2 a user's mistake (one line on stderr naming the file/key and the reason); 1 anything
+else. Heavy libraries (torch, Lightning, MLflow) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from recsys.errors import DataError, UserError
+
+__all__ = ["main"]
+
+DEFAULT_TRACKING_URI = "sqlite:///tracking/mlflow.db"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path(os.environ.get("RECSYS_DATA", "data")),
+        help="folder with one folder per dataset (env RECSYS_DATA, default ./data)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+        help=f"MLflow tracking URI (env MLFLOW_TRACKING_URI, default {DEFAULT_TRACKING_URI})",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="split cache (env RECSYS_CACHE, default ~/.cache/recsys)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="recsys", description="Which negatives, with which loss, make which recommender best.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    fit = commands.add_parser("fit", help="train, validate each epoch, test the best checkpoint, track one run")
+    fit.add_argument("-c", "--config", type=Path, required=True)
+    fit.add_argument("overrides", nargs="*", metavar="dotted.key=value")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(fit)
+    fit.set_defaults(handler=_fit)
+
+    evaluate = commands.add_parser("evaluate", help="offline evaluation of a saved checkpoint")
+    evaluate.add_argument("-c", "--config", type=Path, required=True)
+    evaluate.add_argument("--checkpoint", type=Path, required=True)
+    evaluate.add_argument("overrides", nargs="*", metavar="dotted.key=value")
+    evaluate.add_argument("--no-progress", action="store_true")
+    _common(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+    data = commands.add_parser("data", help="dataset statistics and cached splits")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    for name, text in (("info", "users, items, interactions and density per split"),
+                       ("prepare", "build and cache the split")):
+        sub = data_commands.add_parser(name, help=text)
+        sub.add_argument("name", nargs="?", help="dataset folder name (see recsys/data/datasets.yaml)")
+        sub.add_argument("-c", "--config", type=Path, help="take the data section of this config instead")
+        sub.add_argument("--seed", type=int, default=None, help="split seed (default: the config's, or 2020)")
+        _common(sub)
+        sub.set_defaults(handler=_data)
+
+    ui = commands.add_parser("ui", help="the MLflow UI on the tracking store, on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    _common(ui)
+    ui.set_defaults(handler=_ui)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    speed = bench_commands.add_parser("speed", help="seconds/epoch, evaluation seconds, peak RSS of MF-BPR")
+    speed.add_argument("--configs", type=Path, nargs="+", default=None,
+                       help="configs to time (default: configs/ml-100k/mf_bpr.yaml configs/gowalla/mf_bpr.yaml)")
+    speed.add_argument("--epochs", type=int, default=10, help="epochs per config (median reported)")
+    speed.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    _common(speed)
+    speed.set_defaults(handler=_bench_speed)
+    return parser
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from recsys.config import load_config
+    from recsys.experiment import fit
+    from recsys.report import results_table
+
+    config = load_config(args.config, args.overrides)
+    result = fit(config, args.data_root, args.tracking_uri, args.cache_dir, progress=not args.no_progress)
+    print(results_table(result))
+    print(f"MLflow run {result.run_id} in {args.tracking_uri} (experiment {config.tracking.experiment!r})")
+    if result.checkpoint is not None:
+        print(f"best checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from recsys.config import load_config
+    from recsys.experiment import evaluate
+    from recsys.report import results_table
+
+    config = load_config(args.config, args.overrides)
+    result = evaluate(config, args.checkpoint, args.data_root, args.tracking_uri, args.cache_dir,
+                      progress=not args.no_progress)
+    print(results_table(result))
+    print(f"MLflow run {result.run_id} in {args.tracking_uri}")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from recsys.data.config import DataConfig, known_datasets, with_manifest_defaults
+    from recsys.data.loading import load_split
+    from recsys.report import split_table
+
+    if args.config is not None:
+        from recsys.config import load_config
+
+        config = load_config(args.config)
+        data, seed = config.data, config.seed
+    elif args.name:
+        if args.name not in known_datasets():
+            raise UserError(
+                f"unknown dataset {args.name!r} (known: {', '.join(known_datasets())}); "
+                "for another one pass -c CONFIG with a data section"
+            )
+        data, seed = DataConfig.model_validate(with_manifest_defaults({"name": args.name})), 2020
+    else:
+        raise UserError("recsys data: give a dataset NAME or -c CONFIG")
+    seed = args.seed if args.seed is not None else seed
+    split = load_split(data, args.data_root, seed, args.cache_dir)
+    if args.data_command == "info":
+        print(split_table(data, split, seed))
+    else:
+        print(f"{data.name}: split cached ({len(split.train)} train, {len(split.valid)} valid, "
+              f"{len(split.test)} test interactions)")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from recsys.tracking.run import local_store_path
+
+    store = local_store_path(args.tracking_uri)
+    if store is not None and not store.is_file():
+        raise DataError(f"{store}: no tracking store yet (run `recsys fit` first, or pass --tracking-uri)")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri,
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} for {args.tracking_uri} (Ctrl-C stops it)")
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _bench_speed(args: argparse.Namespace) -> int:
+    from recsys.bench.speed import DEFAULT_CONFIGS, run_speed_benchmark
+
+    configs = args.configs or [Path(path) for path in DEFAULT_CONFIGS]
+    table = run_speed_benchmark(configs, args.epochs, args.data_root, args.cache_dir)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``recsys`` console script."""
+    args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C: its MLflow run is closed as KILLED.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"recsys: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recsys: interrupted", file=sys.stderr)
+        return 1
+    except Exception:  # a bug, not a user mistake: keep the traceback
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Batches cut by vectorised indexing of whole tensors (DESIGN.md, "Data flow").
+
+Training: a seeded permutation of all (user, item) pairs sliced into batches, one new permutation per
+epoch. Evaluation: fixed ``RankingBatch``es of queries with the items to mask and the items to find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recsys.data.interactions import Interactions
+from recsys.interfaces import RankingBatch
+
+__all__ = ["ShuffledPairs", "ranking_batches"]
+
+
+class ShuffledPairs:
+    """An iterable of ``(users [b], items [b])`` long batches over all pairs, reshuffled every epoch.
+
+    Epoch ``e`` uses the permutation of a generator seeded with ``seed + e``, so a run is reproducible
+    and does not depend on how many times other code drew random numbers.
+
+    Args:
+        data: the training interactions.
+        batch_size: pairs per batch (the last batch may be smaller).
+        seed: base seed.
+        shuffle: False keeps the stored order (for tests and deterministic scans).
+    """
+
+    def __init__(self, data: Interactions, batch_size: int, seed: int, shuffle: bool = True) -> None:
+        self.users = torch.from_numpy(data.users.astype(np.int64))
+        self.items = torch.from_numpy(data.items.astype(np.int64))
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(self.users), generator=generator)
+            users, items = self.users[order], self.items[order]
+        else:
+            users, items = self.users, self.items
+        self.epoch += 1
+        yield from zip(users.split(self.batch_size), items.split(self.batch_size), strict=True)
+
+
+def ranking_batches(target: Interactions, exclude: Interactions, batch_size: int) -> list[RankingBatch]:
+    """Evaluation batches for every user with at least one ``target`` item.
+
+    Args:
+        target: the held-out interactions to find (validation or test).
+        exclude: the known interactions to mask in the ranking (train; train + validation for test).
+        batch_size: users per batch.
+    """
+    target_matrix, exclude_matrix = target.csr(), exclude.csr()
+    users = np.flatnonzero(np.diff(target_matrix.indptr) > 0)
+    batches = []
+    for start in range(0, len(users), batch_size):
+        chunk = users[start : start + batch_size]
+        exclude_rows, exclude_cols = _rows_and_columns(exclude_matrix, chunk)
+        relevant_rows, relevant_cols = _rows_and_columns(target_matrix, chunk)
+        batches.append(
+            RankingBatch(
+                queries=torch.from_numpy(chunk.astype(np.int64)),
+                exclude_rows=exclude_rows,
+                exclude_cols=exclude_cols,
+                relevant_rows=relevant_rows,
+                relevant_cols=relevant_cols,
+            )
+        )
+    return batches
+
+
+def _rows_and_columns(matrix, rows: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Non-zeros of ``matrix[rows]`` as (position in ``rows``, column) long tensors."""
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    lengths = ends - starts
+    positions = np.repeat(np.arange(len(rows)), lengths)
+    # Gather each row's slice of `indices` without a Python loop: offsets within each row + its start.
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    columns = matrix.indices[np.repeat(starts, lengths) + within]
+    return torch.from_numpy(positions.astype(np.int64)), torch.from_numpy(columns.astype(np.int64))

@@ -1,0 +1,255 @@
+"""One experiment end to end: config -> data -> model -> Lightning fit/test -> one tracked MLflow run.
+
+Everything that can be a user's mistake (config, data, Trainer arguments) is checked before the MLflow
+run is opened, so a bad input leaves no run behind; once open, the run always ends with a status.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+
+from recsys.config import ExperimentConfig
+from recsys.data.datamodule import InteractionDataModule
+from recsys.data.interactions import Split
+from recsys.data.loading import load_split
+from recsys.errors import ConfigError, DataError
+from recsys.evaluation.evaluator import FullRankingEvaluator
+from recsys.losses import LOSSES
+from recsys.models import MODELS, RecommenderModule, TrainingParts
+from recsys.samplers import SAMPLERS
+
+__all__ = ["ExperimentResult", "build_model", "evaluate", "fit"]
+
+
+@dataclass
+class ExperimentResult:
+    """What a run produced: mean metrics, per-user test metrics, and where it is tracked."""
+
+    run_id: str
+    test: dict[str, float]
+    valid: dict[str, float] = field(default_factory=dict)
+    best_epoch: int | None = None
+    epochs: int = 0
+    per_user_test: pl.DataFrame | None = None
+    checkpoint: Path | None = None
+    history: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+def build_model(config: ExperimentConfig, split: Split) -> RecommenderModule:
+    """The configured model with its sampler, loss and evaluator injected."""
+    parts = TrainingParts(
+        n_users=split.n_users,
+        n_items=split.n_items,
+        sampler=SAMPLERS.build(config.sampler, split.train, config.seed),
+        loss=LOSSES.build(config.loss),
+        evaluator=FullRankingEvaluator.from_config(config.eval),
+        optimizer=config.train.optimizer,
+        lr=config.train.lr,
+        weight_decay=config.train.weight_decay,
+    )
+    return MODELS.build(config.model, parts)
+
+
+def fit(
+    config: ExperimentConfig,
+    data_root: Path,
+    tracking_uri: str,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> ExperimentResult:
+    """Train with early stopping on ``train.monitor``, test the best checkpoint, track one run."""
+    import lightning.pytorch as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    _quiet_lightning()
+    L.seed_everything(config.seed, verbose=False)
+    split = load_split(config.data, data_root, config.seed, cache_dir)
+    datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed)
+    model = build_model(config, split)
+
+    with tempfile.TemporaryDirectory(prefix="recsys-fit-") as scratch:
+        checkpoint = ModelCheckpoint(
+            dirpath=scratch, monitor=config.train.monitor, mode="max", save_top_k=1, save_weights_only=True
+        )
+        stopping = EarlyStopping(monitor=config.train.monitor, mode="max", patience=config.train.patience)
+        n_batches = len(datamodule.train_dataloader())
+        trainer, logger = _trainer(
+            config, scratch, [checkpoint, stopping], progress, max_epochs=config.train.max_epochs,
+            refresh_rate=max(1, n_batches // 10),
+        )
+        with _open_run(config, tracking_uri, trainer, "fit") as run:
+            logger.run = run
+            started = time.perf_counter()
+            trainer.fit(model, datamodule=datamodule)
+            best = checkpoint.best_model_path or None
+            if best is None:
+                warnings.warn(f"{config.train.monitor} was never finite: testing the last weights", stacklevel=1)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+            run.log_metrics({"time/total_s": time.perf_counter() - started}, step=trainer.current_epoch)
+            result = _result(run.run_id, model, logger.history, split, "test")
+            result.best_epoch = _best_epoch(logger.history, config.train.monitor)
+            result.valid = _stage_means(logger.history.get(result.best_epoch, {}), "val")
+            result.epochs = trainer.current_epoch
+            run.set_tags({"best_epoch": str(result.best_epoch), "epochs": str(result.epochs)})
+            _log_outputs(run, result, best if config.tracking.log_checkpoint else None)
+    return result
+
+
+def evaluate(
+    config: ExperimentConfig,
+    checkpoint: Path,
+    data_root: Path,
+    tracking_uri: str,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> ExperimentResult:
+    """Test a saved checkpoint of ``config``'s model on its test split; track one run."""
+    _quiet_lightning()
+    if not checkpoint.is_file():
+        raise DataError(f"{checkpoint}: no such checkpoint")
+    split = load_split(config.data, data_root, config.seed, cache_dir)
+    datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed)
+    model = build_model(config, split)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, OSError, EOFError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{checkpoint}: not a checkpoint of this config's model ({reason})") from None
+    with tempfile.TemporaryDirectory(prefix="recsys-evaluate-") as scratch:
+        trainer, logger = _trainer(config, scratch, [], progress, max_epochs=1, refresh_rate=1)
+        with _open_run(config, tracking_uri, trainer, "evaluate") as run:
+            logger.run = run
+            run.set_tags({"checkpoint": str(checkpoint.resolve())})
+            trainer.test(model, datamodule=datamodule, verbose=False)
+            result = _result(run.run_id, model, logger.history, split, "test")
+            _log_outputs(run, result, None)
+    return result
+
+
+def _trainer(config: ExperimentConfig, scratch: str, callbacks: list, progress: bool, max_epochs: int, refresh_rate: int):
+    import lightning.pytorch as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from recsys.tracking.cost import EpochCost
+    from recsys.tracking.logger import EpochLogger
+    from recsys.tracking.progress import ProgressBar
+
+    logger = EpochLogger()
+    arguments = dict(
+        max_epochs=max_epochs,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        default_root_dir=scratch,
+    )
+    arguments.update(config.train.trainer_arguments())
+    bar = [ProgressBar(refresh_rate=refresh_rate)] if arguments["enable_progress_bar"] else []
+    try:
+        trainer = L.Trainer(logger=logger, callbacks=[*callbacks, EpochCost(), *bar], **arguments)
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        raise ConfigError(f"{config.source}: train: {str(error).strip().splitlines()[0]}") from None
+    return trainer, logger
+
+
+def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str):
+    from recsys.tracking.environment import environment_tags
+    from recsys.tracking.run import TrackedRun
+
+    device = trainer.strategy.root_device
+    tags = {
+        **environment_tags(),
+        "seed": str(config.seed),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "command": command,
+        "dataset": config.data.name,
+    }
+    run = TrackedRun(tracking_uri, config.tracking.experiment, config.run_name(), tags)
+    return _Started(run, config)
+
+
+class _Started:
+    """Enter the run, then log the config as params and artifact (inside the run's status handling)."""
+
+    def __init__(self, run, config: ExperimentConfig) -> None:
+        self.run, self.config = run, config
+
+    def __enter__(self):
+        self.run.__enter__()
+        try:
+            self.run.log_params(self.config.flat())
+            self.run.log_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False), "config.yaml")
+        except BaseException as error:
+            self.run.__exit__(type(error), error, error.__traceback__)
+            raise
+        return self.run
+
+    def __exit__(self, *exc_info) -> None:
+        self.run.__exit__(*exc_info)
+
+
+def _result(run_id: str, model: RecommenderModule, history, split: Split, stage: str) -> ExperimentResult:
+    per_query = model.per_query.get(stage, {})
+    per_user = None
+    if per_query:
+        queries = per_query["queries"].numpy()
+        per_user = pl.DataFrame(
+            {
+                "user": split.train.user_ids.gather(queries),
+                **{name: values.numpy() for name, values in per_query.items() if name != "queries"},
+            }
+        )
+    means = {name: float(values.mean()) for name, values in per_query.items() if name != "queries"}
+    return ExperimentResult(run_id=run_id, test=means, per_user_test=per_user, history=history)
+
+
+def _log_outputs(run, result: ExperimentResult, checkpoint: str | None) -> None:
+    with tempfile.TemporaryDirectory(prefix="recsys-artifacts-") as folder:
+        if result.per_user_test is not None:
+            path = Path(folder) / "test.parquet"
+            result.per_user_test.write_parquet(path)
+            run.log_artifact(path, "per_user")
+        if checkpoint and Path(checkpoint).is_file():
+            path = Path(folder) / "best.ckpt"
+            shutil.move(checkpoint, path)
+            run.log_artifact(path, "checkpoints")
+            result.checkpoint = Path(_local_artifact(run.artifact_uri)) / "checkpoints" / "best.ckpt"
+
+
+def _local_artifact(uri: str) -> str:
+    return uri.removeprefix("file://")
+
+
+def _best_epoch(history: dict[int, dict[str, float]], monitor: str) -> int | None:
+    scored = [(values[monitor], epoch) for epoch, values in history.items() if monitor in values]
+    scored = [(value, epoch) for value, epoch in scored if np.isfinite(value)]
+    # Earliest epoch among equals: what ModelCheckpoint keeps (it saves only on strict improvement).
+    return max(scored, key=lambda pair: (pair[0], -pair[1]))[1] if scored else None
+
+
+def _stage_means(metrics: dict[str, float], stage: str) -> dict[str, float]:
+    prefix = f"{stage}/"
+    return {name.removeprefix(prefix): value for name, value in metrics.items() if name.startswith(prefix)}
+
+
+def _quiet_lightning() -> None:
+    """Drop Lightning's and MLflow's start-up chatter; recsys prints what matters."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric", "mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # We log per epoch only, so Lightning's hint about log_every_n_steps does not apply.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    # RecommenderModule overrides transfer_batch_to_device on purpose (a fast path for its batches).
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")

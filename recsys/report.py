@@ -1,0 +1,50 @@
+"""Plain-text tables for the terminal: a run's metrics, a split's statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys.data.config import DataConfig
+from recsys.data.interactions import Split
+
+__all__ = ["results_table", "split_table"]
+
+
+def results_table(result) -> str:
+    """Validation (at the best epoch) and test means, one metric per row."""
+    names = list(result.test) or list(result.valid)
+    valid_header = f"valid (epoch {result.best_epoch})" if result.valid else ""
+    rows = [("metric", valid_header, "test")]
+    for name in names:
+        valid = result.valid.get(name)
+        rows.append((name, "" if valid is None else f"{valid:.4f}", f"{result.test.get(name, float('nan')):.4f}"))
+    return _format(rows)
+
+
+def split_table(data: DataConfig, split: Split, seed: int) -> str:
+    """Users, items, interactions and density of the whole dataset and of each part."""
+    split_text = data.split.method
+    if data.split.method in ("random", "temporal"):
+        split_text += " " + "/".join(f"{ratio:g}" for ratio in data.split.ratios)
+    if data.split.method == "given" and data.valid_file is None:
+        split_text += f", validation = {data.split.valid_ratio:g} of train"
+    header = f"{data.name} ({data.format}, {split_text} split, seed {seed})"
+    rows = [("part", "users", "items", "interactions", "density")]
+    whole = split.train.union(split.valid).union(split.test)
+    for name, part in (*split.parts().items(), ("all", whole)):
+        users = int(np.count_nonzero(part.user_counts()))
+        items = int(np.count_nonzero(part.item_counts()))
+        rows.append((name, f"{users:,}", f"{items:,}", f"{len(part):,}", f"{part.density:.4%}"))
+    return header + "\n" + _format(rows)
+
+
+def _format(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(widths[0]) if column == 0 else cell.rjust(widths[column])
+                 for column, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""One MLflow run, opened on an explicit tracking URI and always closed with a final status.
+
+A run that raises ends FAILED; one interrupted (Ctrl-C, SIGTERM, Lightning's exit after an interrupt)
+ends KILLED; never RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = ["TrackedRun", "local_store_path", "mlflow_key"]
+
+_PARAM_BATCH = 100
+_MAX_PARAM_LENGTH = 6000
+
+
+def local_store_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative or absolute), else None."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+class TrackedRun:
+    """A context manager around one MLflow run.
+
+    Args:
+        tracking_uri: any MLflow tracking URI; for ``sqlite:///path/mlflow.db`` the folder is created and
+            artifacts go to ``path/artifacts/``.
+        experiment: experiment name (created if missing).
+        run_name: readable run name.
+        tags: tags set at creation.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        store = local_store_path(tracking_uri)
+        if store is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id = self._experiment(experiment, store)
+        self.run_name = run_name
+        self.tags = dict(tags or {})
+        self.run_id = ""
+
+    def _experiment(self, name: str, store: Path | None) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = str((store.parent / "artifacts").resolve()) if store is not None else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # created meanwhile by another worker
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def __enter__(self) -> TrackedRun:
+        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.tags)
+        self.run_id = run.info.run_id
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is None or (issubclass(kind, SystemExit) and not error.code):  # type: ignore[union-attr]
+            status = "FINISHED"
+        elif issubclass(kind, (KeyboardInterrupt, SystemExit)):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+            self.client.set_tag(self.run_id, "error", f"{kind.__name__}: {error}"[:5000])
+        self.client.set_terminated(self.run_id, status=status)
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, _param_text(value)) for key, value in params.items()]
+        for start in range(0, len(items), _PARAM_BATCH):
+            self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        entries = [Metric(mlflow_key(key), float(value), now, step) for key, value in metrics.items()]
+        for start in range(0, len(entries), _PARAM_BATCH):
+            self.client.log_batch(self.run_id, metrics=entries[start : start + _PARAM_BATCH])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow forbids ``@`` in metric names: ``val/ndcg@20`` is logged as ``val/ndcg_at_20``."""
+    return name.replace("@", "_at_")
+
+
+def _param_text(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+    return text[:_MAX_PARAM_LENGTH]
