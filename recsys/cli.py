@@ -193,12 +193,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"recsys: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as interrupt:
+        # Lightning turns Ctrl-C into SystemExit(1) after closing its loops (and ignores SIGINT since).
+        if isinstance(interrupt, SystemExit) and not interrupt.code:
+            return 0
         print("recsys: interrupted", file=sys.stderr)
         return 1
     except Exception:  # a bug, not a user mistake: keep the traceback
         traceback.print_exc()
         return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def fit(
             config, scratch, [checkpoint, stopping], progress, max_epochs=config.train.max_epochs,
             refresh_rate=max(1, n_batches // 10),
         )
-        with _open_run(config, tracking_uri, trainer, "fit") as run:
+        with _open_run(config, tracking_uri, trainer, "fit", split) as run:
             logger.run = run
             started = time.perf_counter()
             trainer.fit(model, datamodule=datamodule)
@@ -129,7 +129,7 @@ def evaluate(
         raise DataError(f"{checkpoint}: not a checkpoint of this config's model ({reason})") from None
     with tempfile.TemporaryDirectory(prefix="recsys-evaluate-") as scratch:
         trainer, logger = _trainer(config, scratch, [], progress, max_epochs=1, refresh_rate=1)
-        with _open_run(config, tracking_uri, trainer, "evaluate") as run:
+        with _open_run(config, tracking_uri, trainer, "evaluate", split) as run:
             logger.run = run
             run.set_tags({"checkpoint": str(checkpoint.resolve())})
             trainer.test(model, datamodule=datamodule, verbose=False)
@@ -163,7 +163,16 @@ def _trainer(config: ExperimentConfig, scratch: str, callbacks: list, progress: 
     return trainer, logger
 
 
-def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str):
+def split_statistics(split: Split) -> dict[str, int]:
+    """Sizes a reader of a run needs to interpret it: id spaces, interactions and users per part."""
+    statistics = {"n_users": split.n_users, "n_items": split.n_items}
+    for name, part in split.parts().items():
+        statistics[f"{name}_interactions"] = len(part)
+        statistics[f"{name}_users"] = int(np.count_nonzero(part.user_counts()))
+    return statistics
+
+
+def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str, split: Split):
     from recsys.tracking.environment import environment_tags
     from recsys.tracking.run import TrackedRun
 
@@ -175,6 +184,7 @@ def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str
         "command": command,
         "dataset": config.data.name,
     }
+    tags.update({f"data.{name}": str(value) for name, value in split_statistics(split).items()})
     run = TrackedRun(tracking_uri, config.tracking.experiment, config.run_name(), tags)
     return _Started(run, config)
 

@@ -99,6 +99,17 @@ class RecommenderModule(L.LightningModule):
         """An extra loss term of the model itself (e.g. L2 on the batch's embeddings); 0 by default."""
         return 0.0
 
+    def lookup(self, table: nn.Embedding, ids: Tensor) -> Tensor:
+        """Rows of ``table`` for ``ids [...]`` -> ``[..., d]``.
+
+        Sparse gradients (``sparse_adam``) go through ``F.embedding``; dense ones through
+        ``index_select``, whose backward (an ``index_add`` into zeros) measured faster on CPU than the
+        embedding's dense backward.
+        """
+        if table.sparse:
+            return F.embedding(ids, table.weight, sparse=True)
+        return table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, table.embedding_dim)
+
     # -- training ---------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
         queries, positives = batch  # [B], [B]
@@ -177,8 +188,8 @@ class DotProductModule(RecommenderModule):
     """A model whose score is ``query_embeddings(q) . item_embeddings()[i]``.
 
     Subclasses define ``query_embeddings`` and ``item_embeddings``; scoring, full ranking (one GEMM
-    in the evaluator) and sampler scoring follow. Look embeddings up through ``nn.Embedding`` modules so
-    that ``sparse_adam`` can make their gradients sparse; ``lookup`` reads them the fast way.
+    in the evaluator) and sampler scoring follow. Keep embeddings in ``nn.Embedding`` modules and read
+    them with ``lookup``, so that ``sparse_adam`` can make their gradients sparse.
     """
 
     def query_embeddings(self, queries: Tensor) -> Tensor:
@@ -200,14 +211,3 @@ class DotProductModule(RecommenderModule):
 
     def score_all(self, queries: Tensor) -> Tensor:
         return self.query_embeddings(queries) @ self.item_embeddings().T  # [B, n_items]
-
-    def lookup(self, table: nn.Embedding, ids: Tensor) -> Tensor:
-        """Rows of ``table`` for ``ids [...]`` -> ``[..., d]``.
-
-        Sparse gradients (``sparse_adam``) go through ``F.embedding``; dense ones through
-        ``index_select``, whose backward (an ``index_add`` into zeros) measured faster on CPU than the
-        embedding's dense backward.
-        """
-        if table.sparse:
-            return F.embedding(ids, table.weight, sparse=True)
-        return table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, table.embedding_dim)

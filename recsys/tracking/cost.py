@@ -20,7 +20,8 @@ def peak_rss_mb() -> float:
 
 
 class EpochCost(Callback):
-    """Logs ``time/epoch_train_s``, ``time/eval_s`` and ``sys/peak_rss_mb`` each training epoch.
+    """Logs ``time/epoch_train_s``, ``time/eval_s`` and ``sys/peak_rss_mb`` each training epoch, and
+    ``time/test_eval_s`` after testing.
 
     Training time runs from the epoch's start to the start of its validation (or its end when it has
     none); device work is synchronised at those points only, not per batch.
@@ -31,6 +32,7 @@ class EpochCost(Callback):
         self._train_seconds: float | None = None
         self._eval_start = 0.0
         self._eval_seconds: float | None = None
+        self._test_start = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronize(pl_module)
@@ -52,6 +54,18 @@ class EpochCost(Callback):
             return
         _synchronize(pl_module)
         self._eval_seconds = time.perf_counter() - self._eval_start
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronize(pl_module)
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronize(pl_module)
+        seconds = time.perf_counter() - self._test_start
+        # Hooks after the test loop cannot use `log`; hand the figure to the loggers directly.
+        for logger in trainer.loggers:
+            logger.log_metrics({"time/test_eval_s": seconds, "sys/peak_rss_mb": peak_rss_mb()},
+                               step=trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._train_seconds is None:

@@ -1,0 +1,1 @@
+"""Benchmarks: `recsys bench speed` (seconds per epoch, evaluation seconds, peak memory)."""
