@@ -160,12 +160,29 @@ def _ui(args: argparse.Namespace) -> int:
     if store is not None and not store.is_file():
         raise DataError(f"{store}: no tracking store yet (run `recsys fit` first, or pass --tracking-uri)")
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri,
-               "--host", "127.0.0.1", "--port", str(args.port)]
+               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+    # Browsing runs needs no job runner (MLflow 3 would start seven more processes for it).
+    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     print(f"MLflow UI on http://127.0.0.1:{args.port} for {args.tracking_uri} (Ctrl-C stops it)")
+    # Its own session, so that stopping `recsys ui` (Ctrl-C, SIGTERM) stops every server process.
+    server = subprocess.Popen(command, env=environment, start_new_session=True)
     try:
-        return subprocess.call(command)
+        return server.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def _bench_speed(args: argparse.Namespace) -> int:

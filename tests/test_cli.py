@@ -252,3 +252,7 @@ def test_ui_serves_the_store_on_localhost(fitted: dict) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+    # Stopping `recsys ui` stops the whole server: nothing answers on the port any more.
+    time.sleep(1)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)

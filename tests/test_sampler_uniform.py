@@ -124,6 +124,21 @@ def test_exclusion_never_returns_a_positive_and_both_paths_agree(
     assert torch.equal(from_table, from_skip)
 
 
+def test_both_paths_agree_on_a_larger_matrix() -> None:
+    """300 users of 500 items at densities from 0 to 0.99: exclusion holds and the paths agree."""
+    rng = np.random.default_rng(0)
+    density = rng.uniform(0, 0.99, size=(300, 1))
+    dense = rng.uniform(size=(300, 500)) < density
+    dense[np.arange(300), rng.integers(500, size=300)] = False  # every user keeps a non-positive
+    positives = sp.csr_array(dense.astype(np.float32))
+    table = UniformSampler(500, 64, positives, seed=5, table_entries=TABLE)
+    skip = UniformSampler(500, 64, positives, seed=5, table_entries=SKIP_COUNTING)
+    users = torch.from_numpy(rng.permutation(np.repeat(np.arange(300), 2)))
+    from_table, from_skip = _draw(table, users).items, _draw(skip, users).items
+    assert torch.equal(from_table, from_skip)
+    assert not bool(torch.from_numpy(dense)[users.unsqueeze(1), from_table].any())
+
+
 def test_user_with_one_non_positive_always_gets_it() -> None:
     rows = [[0, 1, 2, 4], [1, 2, 3, 4], [0, 1, 2, 3]]  # only 3, 0 and 4 are free
     for table_entries in (TABLE, SKIP_COUNTING):

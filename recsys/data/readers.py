@@ -84,7 +84,7 @@ def _read_lightgcn(path: Path) -> pl.DataFrame:
         text = path.read_text()
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text file") from None
-    lines = pl.DataFrame({"text": text.splitlines()}).with_row_index("line", offset=1)
+    lines = pl.DataFrame({"text": pl.Series(text.splitlines(), dtype=pl.String)}).with_row_index("line", offset=1)
     tokens = (
         lines.with_columns(pl.col("text").str.extract_all(r"\S+").alias("token"))
         .filter(pl.col("token").list.len() > 0)
@@ -110,6 +110,9 @@ def _typed_frame(
     if line_column is None:
         raw = raw.with_row_index("__line", offset=1 + header_lines)
         line_column = "__line"
+        # Blank lines read as rows of nulls; skip them (as pandas and RecBole do), keeping line numbers.
+        values = [column for column in raw.columns if column != line_column]
+        raw = raw.filter(~pl.all_horizontal(pl.col(values).is_null()))
     selected: dict[str, str] = {}
     for ours in (*_ID_COLUMNS, *_FLOAT_COLUMNS):
         theirs = columns.get(ours, ours if ours in _ID_COLUMNS else None)

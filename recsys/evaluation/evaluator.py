@@ -63,11 +63,15 @@ class FullRankingEvaluator:
     def from_config(cls, config: EvalConfig) -> FullRankingEvaluator:
         return cls(config.ks, config.metrics)
 
+    @torch.no_grad()
     def begin(self, model: Scorer) -> None:
         """Start an evaluation pass; item representations are computed once here."""
         self._outputs = []
         self._n_items = model.n_items
         self._item_matrix = None
+        # A buffer made under inference mode (Lightning's loops) cannot be written outside it: one
+        # allocation per pass keeps the evaluator usable from any context.
+        self._buffer = None
         if isinstance(model, DotProductScorer):
             items = model.item_embeddings().float()  # [n_items, d]
             width = -(-items.shape[0] // self.block) * self.block
@@ -75,6 +79,7 @@ class FullRankingEvaluator:
             padded[: items.shape[0]] = items
             self._item_matrix = padded
 
+    @torch.no_grad()
     def step(self, model: Scorer, batch: RankingBatch) -> None:
         """Rank all items for one batch of queries and keep their metric values."""
         scores = self._scores(model, batch.queries)  # [B, W]

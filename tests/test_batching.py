@@ -1,0 +1,99 @@
+"""Training batches (every pair once per epoch) and evaluation batches (rows of the right matrices)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys.data.batching import ShuffledPairs, ranking_batches
+from recsys.data.interactions import Interactions
+
+
+def _interactions(pairs: list[tuple[int, int]], n_users: int, n_items: int) -> Interactions:
+    return Interactions(
+        users=np.array([u for u, _ in pairs], dtype=np.int32),
+        items=np.array([i for _, i in pairs], dtype=np.int32),
+        n_users=n_users,
+        n_items=n_items,
+        user_ids=pl.Series(range(n_users)),
+        item_ids=pl.Series(range(n_items)),
+    )
+
+
+def _pairs(rows: torch.Tensor, cols: torch.Tensor) -> list[tuple[int, int]]:
+    return sorted(zip(rows.tolist(), cols.tolist(), strict=True))
+
+
+# --- ranking_batches -----------------------------------------------------------------------------
+
+
+def test_ranking_batches_by_hand() -> None:
+    # train: u0 {0, 1}, u1 {2}, u2 {}, u3 {3, 4}; valid: u0 {2}, u2 {1}, u3 {0}. User 1 has nothing to
+    # find, so it is skipped; with two users per batch the queries are [0, 2] then [3].
+    train = _interactions([(0, 1), (0, 0), (1, 2), (3, 4), (3, 3)], n_users=4, n_items=5)
+    valid = _interactions([(3, 0), (0, 2), (2, 1)], n_users=4, n_items=5)
+    first, second = ranking_batches(valid, train, batch_size=2)
+    assert first.queries.tolist() == [0, 2]
+    assert _pairs(first.exclude_rows, first.exclude_cols) == [(0, 0), (0, 1)]
+    assert _pairs(first.relevant_rows, first.relevant_cols) == [(0, 2), (1, 1)]
+    assert second.queries.tolist() == [3]
+    assert _pairs(second.exclude_rows, second.exclude_cols) == [(0, 3), (0, 4)]
+    assert _pairs(second.relevant_rows, second.relevant_cols) == [(0, 0)]
+    assert all(t.dtype == torch.long for batch in (first, second) for t in batch)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    train=st.sets(st.tuples(st.integers(0, 9), st.integers(0, 7)), max_size=40),
+    target=st.sets(st.tuples(st.integers(0, 9), st.integers(0, 7)), min_size=1, max_size=20),
+    batch_size=st.integers(1, 12),
+)
+def test_ranking_batches_hold_the_csr_rows_of_their_users(
+    train: set[tuple[int, int]], target: set[tuple[int, int]], batch_size: int
+) -> None:
+    exclude_data = _interactions(sorted(train), 10, 8)
+    target_data = _interactions(sorted(target), 10, 8)
+    batches = ranking_batches(target_data, exclude_data, batch_size)
+    queries = torch.cat([batch.queries for batch in batches]).tolist()
+    assert queries == sorted({u for u, _ in target})  # every user with a target, once, in order
+    for batch in batches:
+        assert len(batch.queries) <= batch_size
+        for name, pairs in (("exclude", train), ("relevant", target)):
+            rows, cols = getattr(batch, f"{name}_rows"), getattr(batch, f"{name}_cols")
+            users = batch.queries[rows].tolist() if len(rows) else []
+            expected = sorted((u, i) for u, i in pairs if u in batch.queries.tolist())
+            assert sorted(zip(users, cols.tolist(), strict=True)) == expected
+
+
+# --- ShuffledPairs -------------------------------------------------------------------------------
+
+
+def _epoch(pairs: ShuffledPairs) -> list[tuple[int, int]]:
+    return [pair for users, items in pairs for pair in zip(users.tolist(), items.tolist(), strict=True)]
+
+
+def test_shuffled_pairs_cover_every_pair_once_per_epoch_in_a_new_order() -> None:
+    data = _interactions([(u, i) for u in range(8) for i in range(u % 5 + 1)], n_users=8, n_items=5)
+    everything = sorted(zip(data.users.tolist(), data.items.tolist(), strict=True))
+    pairs = ShuffledPairs(data, batch_size=5, seed=11)
+    assert len(data) == 21 and len(pairs) == 5
+    batches = list(pairs)
+    assert [len(users) for users, _ in batches] == [5, 5, 5, 5, 1]
+    assert all(users.dtype == torch.long and items.dtype == torch.long for users, items in batches)
+    first = [p for users, items in batches for p in zip(users.tolist(), items.tolist(), strict=True)]
+    second = _epoch(pairs)
+    assert sorted(first) == sorted(second) == everything
+    assert first != second  # reshuffled between epochs
+
+    again = ShuffledPairs(data, batch_size=5, seed=11)
+    assert _epoch(again) == first and _epoch(again) == second  # same seed, same epochs
+    assert _epoch(ShuffledPairs(data, batch_size=5, seed=12)) != first
+
+
+def test_shuffled_pairs_without_shuffle_keep_the_stored_order() -> None:
+    data = _interactions([(2, 0), (0, 1), (1, 1)], n_users=3, n_items=2)
+    pairs = ShuffledPairs(data, batch_size=2, seed=0, shuffle=False)
+    assert _epoch(pairs) == _epoch(pairs) == [(2, 0), (0, 1), (1, 1)]
