@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -23,6 +24,24 @@ from recsys.errors import UserError
 __all__ = ["DEFAULT_CONFIGS", "run_speed_benchmark"]
 
 DEFAULT_CONFIGS = ("configs/ml-100k/mf_bpr.yaml", "configs/gowalla/mf_bpr.yaml")
+
+
+def cpu_probe_ms(repeats: int = 5) -> float:
+    """Median milliseconds of a fixed workload shaped like an MF step (many small tensor ops).
+
+    Printed beside the results so that runs on a slower host (a busy or throttled VM) can be told apart
+    from slower code.
+    """
+    generator = torch.Generator().manual_seed(0)
+    left = torch.randn(2048, 2, 64, generator=generator)
+    right = torch.randn(2048, 1, 64, generator=generator)
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(200):
+            (left * right).sum(dim=2).softmax(dim=1).mean()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
 
 
 def run_speed_benchmark(configs: list[Path], epochs: int, data_root: Path, cache_dir: Path | None) -> str:
@@ -61,7 +80,7 @@ def run_speed_benchmark(configs: list[Path], epochs: int, data_root: Path, cache
                     f"{int(run.data.tags['data.train_interactions']):,}",
                     f"{int(run.data.tags['data.test_users']):,} x {int(run.data.tags['data.n_items']):,}",
                     str(len(train)),
-                    f"{statistics.median(train):.3f} ({min(train):.3f}-{max(train):.3f})",
+                    f"{statistics.median(train):.4f} ({min(train):.4f}-{max(train):.4f})",
                     f"{statistics.median(history('time/eval_s')):.3f}",
                     f"{history('time/test_eval_s')[-1]:.3f}",
                     f"{max(history('sys/peak_rss_mb')):.0f}",
@@ -71,7 +90,8 @@ def run_speed_benchmark(configs: list[Path], epochs: int, data_root: Path, cache
               "val eval s (median)", "test eval s", "peak RSS MiB")
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}",
+        f"{torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}; "
+        f"CPU probe {cpu_probe_ms():.1f} ms (a fixed small-op workload; lower is a faster host)",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
