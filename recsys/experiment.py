@@ -142,7 +142,6 @@ def _trainer(config: ExperimentConfig, scratch: str, callbacks: list, progress: 
     import lightning.pytorch as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from recsys.tracking.cost import EpochCost
     from recsys.tracking.logger import EpochLogger
     from recsys.tracking.progress import ProgressBar
 
@@ -157,7 +156,7 @@ def _trainer(config: ExperimentConfig, scratch: str, callbacks: list, progress: 
     arguments.update(config.train.trainer_arguments())
     bar = [ProgressBar(refresh_rate=refresh_rate)] if arguments["enable_progress_bar"] else []
     try:
-        trainer = L.Trainer(logger=logger, callbacks=[*callbacks, EpochCost(), *bar], **arguments)
+        trainer = L.Trainer(logger=logger, callbacks=[*callbacks, *bar], **arguments)
     except (MisconfigurationException, ValueError, TypeError) as error:
         raise ConfigError(f"{config.source}: train: {str(error).strip().splitlines()[0]}") from None
     return trainer, logger

@@ -68,15 +68,14 @@ class UniformSampler(nn.Module):
         self._generator: torch.Generator | None = None
         if positives is not None:
             keys, indptr, n_free = _exclusion_tables(positives, n_items)
-            self.register_buffer("_skip_keys", keys, persistent=False)
-            self.register_buffer("_indptr", indptr, persistent=False)
+            table = _complement_table(positives, n_items) if int(n_free.sum()) <= table_entries else None
+            # Per user: the number of non-positives and where the user's entries start (in the
+            # complement table, or among the skip keys) - one gather per step reads both.
+            offset = torch.cumsum(n_free, 0) - n_free if table is not None else indptr[:-1]
+            self.register_buffer("_per_user", torch.stack([n_free, offset], dim=1), persistent=False)
             self.register_buffer("_log_q", -torch.log(n_free.to(torch.float32)), persistent=False)
-            self.register_buffer("_n_free", n_free, persistent=False)
-            table = None
-            if int(n_free.sum()) <= table_entries:
-                table = _complement_table(positives, n_items)
             self.register_buffer("_complement", table, persistent=False)
-            self.register_buffer("_complement_start", torch.cumsum(n_free, 0) - n_free, persistent=False)
+            self.register_buffer("_skip_keys", keys if table is None else None, persistent=False)
 
     @classmethod
     def from_config(cls, config: UniformConfig, train: Interactions, seed: int) -> UniformSampler:
@@ -96,12 +95,14 @@ class UniformSampler(nn.Module):
 
     def _non_positive(self, users: Tensor, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """Uniform non-positive items of ``users`` (broadcastable to ``shape``) -> ``shape`` long."""
+        per_user = self._per_user[users]  # [..., 2]
+        n_free, offset = per_user[..., 0], per_user[..., 1]
         # Uniform integers in [0, n_free(u)): modulo of a 62-bit draw, bias below n_free / 2**62.
-        rank = torch.randint(2**62, shape, generator=generator, device=users.device) % self._n_free[users]
+        rank = torch.randint(2**62, shape, generator=generator, device=users.device) % n_free
         if self._complement is not None:
-            return self._complement[self._complement_start[users] + rank].long()
+            return self._complement[offset + rank].long()
         skipped = torch.searchsorted(self._skip_keys, users * (self.n_items + 1) + rank, right=True)
-        return rank + skipped - self._indptr[users]
+        return rank + skipped - offset
 
     def _generator_on(self, device: torch.device) -> torch.Generator:
         if self._generator is None or self._generator.device != device:
