@@ -216,7 +216,18 @@ def _trainer_arguments() -> frozenset[str]:
     return frozenset(inspect.signature(L.Trainer.__init__).parameters) - _RESERVED_TRAINER_ARGUMENTS
 
 
+# Samplers whose extra outputs only one loss reads, and that loss (both ways).
+_PAIRED = {"noisy_label_robust": "nbpo"}
+
+
 def _check_across_sections(config: ExperimentConfig, source: str) -> None:
+    sampler, loss = config.sampler.name, config.loss.name  # type: ignore[attr-defined]
+    for paired_sampler, paired_loss in _PAIRED.items():
+        if (sampler == paired_sampler) != (loss == paired_loss):
+            raise ConfigError(
+                f"{source}: loss.name: sampler {paired_sampler!r} and loss {paired_loss!r} go together "
+                f"(got sampler {sampler!r} with loss {loss!r})"
+            )
     monitor = config.train.monitor
     computed = config.eval.metric_names()
     if not monitor.startswith("val/") or monitor.removeprefix("val/") not in computed:

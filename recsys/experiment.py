@@ -28,6 +28,7 @@ from recsys.evaluation.evaluator import FullRankingEvaluator
 from recsys.losses import LOSSES
 from recsys.models import MODELS, RecommenderModule, TrainingParts
 from recsys.samplers import SAMPLERS
+from recsys.samplers.diagnostics import SamplerProbe
 
 __all__ = ["ExperimentResult", "build_model", "evaluate", "fit"]
 
@@ -57,6 +58,7 @@ def build_model(config: ExperimentConfig, split: Split) -> RecommenderModule:
         optimizer=config.train.optimizer,
         lr=config.train.lr,
         weight_decay=config.train.weight_decay,
+        probe=SamplerProbe(split.train, split.valid, seed=config.seed),
     )
     return MODELS.build(config.model, parts)
 

@@ -37,8 +37,13 @@ class Negatives:
             sampled softmax; Yi et al., RecSys 2019).
         weight: ``[B, N]`` float, per-negative loss weight (1 unless the sampler corrects noise or bias).
         pos_weight: ``[B]`` float, per-positive loss weight (IPS-style samplers).
-        extras: per-pair tensors that a sampler's matching loss reads (e.g. NBPO's flip probabilities).
+        extras: per-pair tensors that a sampler's matching loss reads (e.g. NBPO's flip logits).
         unit_weights: True when every weight is 1, so a loss may skip multiplying by them.
+        positives: ``[B]`` long, the positives these negatives were drawn for (set by the training
+            step when a sampler leaves it out), so a loss can mask accidental hits.
+
+    A ``[B, N]`` field may be a broadcast view (stride 0 over the batch) when all queries share the
+    same negatives; treat every field as read-only.
     """
 
     items: Tensor
@@ -47,6 +52,18 @@ class Negatives:
     pos_weight: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
     unit_weights: bool = False
+    positives: Tensor | None = None
+
+    @property
+    def shared(self) -> bool:
+        """True when every query has the same negatives (``items`` is a stride-0 view over the batch)."""
+        return self.items.shape[0] > 1 and self.items.stride(0) == 0
+
+    def accidental_hits(self) -> Tensor:
+        """``[B, N]`` bool: the negative is the query's own positive."""
+        if self.positives is None:
+            raise ValueError("these negatives do not know their positives")
+        return self.items == self.positives.unsqueeze(1)
 
     @classmethod
     def unweighted(cls, items: Tensor, log_q: Tensor) -> Negatives:
@@ -54,8 +71,8 @@ class Negatives:
         return cls(
             items=items,
             log_q=log_q,
-            weight=torch.ones_like(log_q),
-            pos_weight=torch.ones(items.shape[0], dtype=log_q.dtype, device=log_q.device),
+            weight=torch.ones((1, 1), dtype=log_q.dtype, device=log_q.device).expand(log_q.shape),
+            pos_weight=torch.ones((1,), dtype=log_q.dtype, device=log_q.device).expand(items.shape[0]),
             unit_weights=True,
         )
 

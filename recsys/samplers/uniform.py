@@ -3,31 +3,48 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from pydantic import Field
-from torch import Tensor, nn
+from pydantic import Field, model_validator
+from torch import Tensor
 
 from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.interfaces import Negatives, ScoreFn, Section
+from recsys.samplers.base import Sampler
+from recsys.samplers.positives import PositiveSet
 
 __all__ = ["UniformConfig", "UniformSampler"]
 
 
 
 class UniformConfig(Section):
-    """``sampler.name: uniform``."""
+    """``sampler.name: uniform``.
+
+    ``shared: true`` draws one set of ``n_negatives`` items for the whole batch (TRON's "batchwise"
+    negatives: a ``[B, N]`` view of ``N`` draws, scored with one GEMM); with
+    ``exclude_batch_positives`` that set never contains an item that is a positive in the batch, and
+    with ``exclude_positives`` each query's own training positives among it get weight 0.
+    """
 
     name: Literal["uniform"] = "uniform"
-    n_negatives: int = Field(1, ge=1)  # negatives per positive
+    n_negatives: int = Field(1, ge=1)  # negatives per positive (per batch when shared)
     exclude_positives: bool = False  # never return one of the user's training items
+    shared: bool = False
+    exclude_batch_positives: bool = False
+
+    @model_validator(mode="after")
+    def _compatible(self) -> UniformConfig:
+        if self.exclude_batch_positives and not self.shared:
+            raise ValueError("exclude_batch_positives needs shared: true")
+        return self
 
 
-class UniformSampler(nn.Module):
+class UniformSampler(Sampler):
     """Negatives drawn uniformly from the catalogue (Rendle et al., BPR, UAI 2009, Sec. 4.3).
 
     With ``exclude_positives`` a user's negatives are uniform over the items they did not interact
@@ -42,7 +59,8 @@ class UniformSampler(nn.Module):
       them for the whole batch. Its random branches cost about 50 ns per draw on a CPU, which is why
       the table is preferred where it fits.
 
-    ``log_q = -log(n_items - |positives(u)|)``, the exact log-probability of each draw.
+    ``log_q = -log(n_items - |positives(u)|)``, the exact log-probability of each draw (``-log(n_items)``
+    without exclusion; ``-log(n_items - |batch positives|)`` for shared draws that exclude them).
 
     Args:
         n_items: catalogue size.
@@ -50,6 +68,8 @@ class UniformSampler(nn.Module):
         positives: ``[n_users, n_items]`` CSR of training positives, when they are excluded.
         seed: seed of the sampler's own generator.
         table_entries: the most non-positive (user, item) pairs to store as a complement table.
+        shared: one draw of ``n_negatives`` items per batch, shared by all its queries.
+        exclude_batch_positives: with ``shared``, redraw any item that is a positive in the batch.
     """
 
     def __init__(
@@ -59,14 +79,17 @@ class UniformSampler(nn.Module):
         positives: sp.csr_array | None = None,
         seed: int = 0,
         table_entries: int = 2**25,
+        shared: bool = False,
+        exclude_batch_positives: bool = False,
     ) -> None:
-        super().__init__()
-        self.n_items = n_items
+        super().__init__(n_items, seed)
         self.n_negatives = n_negatives
         self.exclude_positives = positives is not None
-        self.seed = seed
-        self._generator: torch.Generator | None = None
-        if positives is not None:
+        self.shared = shared
+        self.exclude_batch_positives = exclude_batch_positives
+        # Shared draws cannot skip each user's positives; they are masked with weight 0 instead.
+        self.positive_set = PositiveSet(positives) if shared and positives is not None else None
+        if positives is not None and not shared:
             keys, indptr, n_free = _exclusion_tables(positives, n_items)
             table = _complement_table(positives, n_items) if int(n_free.sum()) <= table_entries else None
             # Per user: the number of non-positives and where the user's entries start (in the
@@ -80,12 +103,17 @@ class UniformSampler(nn.Module):
     @classmethod
     def from_config(cls, config: UniformConfig, train: Interactions, seed: int) -> UniformSampler:
         positives = train.csr() if config.exclude_positives else None
-        return cls(train.n_items, config.n_negatives, positives, seed)
+        return cls(
+            train.n_items, config.n_negatives, positives, seed,
+            shared=config.shared, exclude_batch_positives=config.exclude_batch_positives,
+        )
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
         """Args: queries ``[B]`` user ids, positives ``[B]``. Returns ``Negatives`` of ``[B, N]``."""
-        generator = self._generator_on(queries.device)
+        generator = self.generator(queries.device)
         shape = (queries.shape[0], self.n_negatives)
+        if self.shared:
+            return self._shared(queries, positives, shape, generator)
         if not self.exclude_positives:
             items = torch.randint(self.n_items, shape, generator=generator, device=queries.device)
             log_q = torch.full(shape, -math.log(self.n_items), device=queries.device)
@@ -104,10 +132,29 @@ class UniformSampler(nn.Module):
         skipped = torch.searchsorted(self._skip_keys, users * (self.n_items + 1) + rank, right=True)
         return rank + skipped - offset
 
-    def _generator_on(self, device: torch.device) -> torch.Generator:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generator
+    def _shared(
+        self, queries: Tensor, positives: Tensor, shape: tuple[int, int], generator: torch.Generator
+    ) -> Negatives:
+        """``N`` draws for the whole batch, as a ``[B, N]`` view (stride 0 over the batch)."""
+        device = positives.device
+        items = torch.randint(self.n_items, (shape[1],), generator=generator, device=device)
+        n_allowed = self.n_items
+        if self.exclude_batch_positives:
+            taken = torch.unique(positives)
+            n_allowed = self.n_items - len(taken)
+            if n_allowed <= 0:
+                raise ValueError("every item is a positive in this batch: no shared negative exists")
+            rejected = torch.isin(items, taken)
+            while bool(rejected.any()):  # each round keeps a draw with probability n_allowed / n_items
+                redrawn = torch.randint(self.n_items, (int(rejected.sum()),), generator=generator, device=device)
+                items[rejected] = redrawn
+                rejected[rejected.clone()] = torch.isin(redrawn, taken)
+        log_q = torch.full((1, shape[1]), -math.log(n_allowed), device=device).expand(shape)
+        negatives = Negatives.unweighted(items.unsqueeze(0).expand(shape), log_q)
+        if self.positive_set is None:
+            return negatives
+        own = self.positive_set.contains(queries.unsqueeze(1), items.unsqueeze(0))  # [B, N]
+        return replace(negatives, weight=(~own).to(log_q.dtype), unit_weights=False)
 
 
 def _exclusion_tables(positives: sp.csr_array, n_items: int) -> tuple[Tensor, Tensor, Tensor]:

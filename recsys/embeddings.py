@@ -1,0 +1,20 @@
+"""Reading rows of an embedding table, the fast way for dense and for sparse gradients."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["lookup"]
+
+
+def lookup(table: nn.Embedding, ids: Tensor) -> Tensor:
+    """Rows of ``table`` for ``ids [...]`` -> ``[..., d]``.
+
+    Sparse gradients (``table.sparse``, set by the ``sparse_adam`` optimizer) go through
+    ``F.embedding``; dense ones through ``index_select``, whose backward (an ``index_add`` into zeros)
+    measured faster on CPU than the embedding's dense backward.
+    """
+    if table.sparse:
+        return F.embedding(ids, table.weight, sparse=True)
+    return table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, table.embedding_dim)

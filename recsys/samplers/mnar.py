@@ -1,0 +1,77 @@
+"""Rel-MF's sampler: uniform unlabeled pairs, and positives weighted by inverse item propensity."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from recsys.data.interactions import Interactions
+from recsys.interfaces import Negatives, ScoreFn, Section
+from recsys.samplers.base import Sampler
+from recsys.samplers.uniform import UniformSampler
+
+__all__ = ["MNARConfig", "MNARSampler", "item_propensity"]
+
+
+class MNARConfig(Section):
+    """``sampler.name: mnar``; train with ``loss.name: relmf``."""
+
+    name: Literal["mnar"] = "mnar"
+    n_negatives: int = Field(1, ge=1)  # unlabeled pairs per positive
+    eta: float = Field(0.5, ge=0)
+    clip: float = Field(0.1, gt=0, le=1)  # lower bound M of the propensity
+    exclude_positives: bool = True  # unlabeled pairs are the pairs without a training positive
+
+
+def item_propensity(counts: np.ndarray, eta: float, clip: float) -> np.ndarray:
+    """``theta_i = clip((n_i / max_j n_j)^eta, M, 1)`` (Saito et al., WSDM 2020, Sec. 5.1 and Eq. 11)."""
+    relative = counts / max(1, counts.max())
+    return np.clip(np.power(relative, eta), clip, 1.0)
+
+
+class MNARSampler(Sampler):
+    """Missing-not-at-random correction of Rel-MF (Saito et al., WSDM 2020): clicks are exposure times
+    relevance, exposure depends on popularity, so a click on an item with propensity ``theta_i`` stands
+    for ``1 / theta_i`` relevant pairs.
+
+    Negatives are uniform unlabeled pairs (label ``Y = 0``); each positive (``Y = 1``) carries
+    ``pos_weight = 1 / theta_i`` for the ``relmf`` loss, whose unbiased estimator of the ideal loss is
+    ``(Y / theta) delta1(x) + (1 - Y / theta) delta0(x)``. ``theta`` is estimated from the training
+    positives as in the paper's code (usaito/unbiased-implicit-rec-real,
+    ``src/data/preprocessor.py``: ``(n_i / max n)^0.5``) and clipped below at ``clip``, which bounds the
+    weights by ``1 / clip`` (less variance, some bias; the paper's clipped Rel-MF).
+
+    Args:
+        uniform: the unlabeled-pair sampler.
+        propensity: ``[n_items]`` clipped ``theta``.
+        seed: generator seed.
+    """
+
+    def __init__(self, uniform: UniformSampler, propensity: np.ndarray, seed: int) -> None:
+        super().__init__(uniform.n_items, seed)
+        self.uniform = uniform
+        self.register_buffer("_inverse_propensity", torch.from_numpy(1.0 / propensity).float(), persistent=False)
+
+    @classmethod
+    def from_config(cls, config: MNARConfig, train: Interactions, seed: int) -> MNARSampler:
+        positives = train.csr() if config.exclude_positives else None
+        uniform = UniformSampler(train.n_items, config.n_negatives, positives, seed + 1)
+        return cls(uniform, item_propensity(train.item_counts(), config.eta, config.clip), seed)
+
+    def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
+        negatives = self.uniform(queries, positives, scorer)
+        return Negatives(
+            items=negatives.items,
+            log_q=negatives.log_q,
+            weight=negatives.weight,
+            pos_weight=self._inverse_propensity[positives],
+            unit_weights=False,
+        )
+
+    def diagnostics(self) -> dict[str, float]:
+        weights = self._inverse_propensity
+        return {"mean_inverse_propensity": float(weights.mean()), "max_inverse_propensity": float(weights.max())}

@@ -1,0 +1,108 @@
+"""Hard negatives: the k highest-scored of a base sampler's candidates (DNS, TRON)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from recsys.data.interactions import Interactions
+from recsys.interfaces import Negatives, ScoreFn, Section
+from recsys.samplers.base import Sampler
+from recsys.samplers.nested import NestedSampler
+from recsys.samplers.uniform import UniformConfig
+
+__all__ = ["TopKConfig", "TopKSampler", "with_candidates"]
+
+
+class TopKConfig(Section):
+    """``sampler.name: topk``: keep the ``k`` best of ``candidates`` drawn by ``base``.
+
+    ``candidates`` sets the base's ``n_negatives`` (leave it out to use the base's own count, e.g. for a
+    mixed base). The default base draws one uniform candidate set per batch and masks each user's
+    training positives in it; ``base: {name: uniform, exclude_positives: true}`` draws every query its
+    own candidates (DNS as published), at several times the cost per step.
+    """
+
+    name: Literal["topk"] = "topk"
+    k: int = Field(1, ge=1)
+    candidates: int | None = Field(64, ge=1)
+    base: NestedSampler = UniformConfig(shared=True, exclude_positives=True)
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> TopKConfig:
+        if self.candidates is not None and self.k > self.candidates:
+            raise ValueError(f"k ({self.k}) must not exceed candidates ({self.candidates})")
+        return self
+
+
+def with_candidates(base: Section, candidates: int | None, owner: str) -> Section:
+    """``base`` with its ``n_negatives`` set to ``candidates`` (unchanged when that is None)."""
+    if candidates is None:
+        return base
+    if "n_negatives" not in type(base).model_fields:
+        raise ValueError(f"{owner}.candidates: base sampler {base.name!r} has no n_negatives to set")  # type: ignore[attr-defined]
+    return base.model_copy(update={"n_negatives": candidates})
+
+
+class TopKSampler(Sampler):
+    """Draws ``M`` candidates from a base sampler, scores them with the current model (no gradient) and
+    keeps the ``k`` highest per query.
+
+    ``k = 1`` over uniform candidates with BPR is Dynamic Negative Sampling (Zhang et al., SIGIR 2013,
+    "DNS"; RecBole's ``dynamic`` sampling keeps the best of ``candidate_num`` draws; M = 64 is common); ``k = 100`` over 16384 shared uniform + 127 in-batch
+    candidates with a sampled softmax is TRON (Wilm et al., RecSys 2023). Each kept negative carries its
+    base ``log_q`` and weight (the probability it was proposed, not that it was kept: the selection
+    depends on the model and has no closed form).
+
+    Args:
+        base: the candidate sampler.
+        k: negatives kept per query.
+        seed: generator seed (the base has its own).
+    """
+
+    def __init__(self, base: Sampler, k: int, seed: int) -> None:
+        super().__init__(base.n_items, seed)
+        self.base = base
+        self.k = k
+
+    @classmethod
+    def from_config(cls, config: TopKConfig, train: Interactions, seed: int) -> TopKSampler:
+        from recsys.samplers import SAMPLERS
+
+        base = with_candidates(config.base, config.candidates, "sampler")
+        return cls(SAMPLERS.build(base, train, seed + 1), config.k, seed)
+
+    def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
+        candidates = self.base(queries, positives, scorer)  # [B, M]
+        if self.k >= candidates.items.shape[1]:
+            return candidates
+        scores = scorer(candidates.items)  # [B, M], no grad
+        if not candidates.unit_weights:  # a weight-0 candidate (a masked positive) is never kept
+            scores = scores.masked_fill(candidates.weight == 0, float("-inf"))
+        kept = torch.topk(scores, self.k, dim=1).indices  # [B, k]
+        return select(candidates, kept)
+
+
+def select(negatives: Negatives, columns: Tensor) -> Negatives:
+    """The negatives at ``columns [B, k]`` of each row (extras of shape ``[B, M]`` follow)."""
+    batch, width = negatives.items.shape
+
+    def pick(values: Tensor) -> Tensor:
+        return values.expand(batch, width).gather(1, columns)
+
+    extras = {
+        key: pick(value) if value.dim() == 2 and value.shape == (batch, width) else value
+        for key, value in negatives.extras.items()
+    }
+    return Negatives(
+        items=pick(negatives.items),
+        log_q=pick(negatives.log_q),
+        weight=pick(negatives.weight),
+        pos_weight=negatives.pos_weight,
+        extras=extras,
+        unit_weights=negatives.unit_weights,
+        positives=negatives.positives,
+    )
