@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     _common(speed)
     speed.set_defaults(handler=_bench_speed)
+    samplers = bench_commands.add_parser("samplers", help="sampler throughput and the step cost of each sampler")
+    samplers.add_argument("--configs", type=Path, nargs="+", default=None,
+                          help="MF configs to run each sampler on (default: the ml-100k and gowalla MF-BPR configs)")
+    samplers.add_argument("--epochs", type=int, default=5, help="epochs per sampler (median reported)")
+    samplers.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    _common(samplers)
+    samplers.set_defaults(handler=_bench_samplers)
     return parser
 
 
@@ -193,6 +200,18 @@ def _bench_speed(args: argparse.Namespace) -> int:
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")
+    return 0
+
+
+def _bench_samplers(args: argparse.Namespace) -> int:
+    from recsys.bench.samplers import run_sampler_benchmark
+    from recsys.bench.speed import DEFAULT_CONFIGS
+
+    configs = args.configs or [Path(path) for path in DEFAULT_CONFIGS]
+    report = run_sampler_benchmark(configs, args.epochs, args.data_root, args.cache_dir)
+    print(report)
+    if args.out is not None:
+        args.out.write_text(report + "\n")
     return 0
 
 

@@ -202,6 +202,8 @@ def _validate(config_class: type[Section], value: dict[str, Any], where: str, so
                 reason += f" (known: {', '.join(config_class.model_fields)})"
         elif first["type"] == "missing":
             reason = "missing required key"
+        elif first["type"] == "value_error":  # our own validators' messages say what they got
+            reason = first["msg"].removeprefix("Value error, ")
         else:
             reason = first["msg"]
             if not isinstance(first.get("input"), dict):

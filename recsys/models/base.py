@@ -70,6 +70,7 @@ class _EpochTotals:
     train_seconds: float | None = None
     eval_started: float = 0.0
     eval_seconds: float | None = None
+    probe_seconds: float = 0.0
 
 
 def peak_rss_mb() -> float:
@@ -84,7 +85,8 @@ class RecommenderModule(L.LightningModule):
     Logged per epoch: ``train/loss``, ``val/{metric}@{k}`` (means over validation users),
     ``sampler/{diagnostic}`` (with a probe; see ``SamplerProbe``) and the
     epoch's cost: ``time/epoch_train_s`` (from the epoch's start to its validation, or its end),
-    ``time/eval_s``, ``time/sampling_s`` and ``sys/peak_rss_mb``; after testing, ``test/{metric}@{k}``
+    ``time/eval_s`` (the ranking evaluation), ``time/probe_s`` (the sampler diagnostics),
+    ``time/sampling_s`` and ``sys/peak_rss_mb``; after testing, ``test/{metric}@{k}``
     and ``time/test_eval_s``. Device work is synchronised only at those clock points, never per step.
     Per-query metric vectors of the last validation and test pass are kept in ``per_query[stage]``
     for significance tests.
@@ -185,7 +187,8 @@ class RecommenderModule(L.LightningModule):
 
     def on_validation_end(self) -> None:
         if not self.trainer.sanity_checking and self.trainer.state.fn == "fit":
-            self._totals.eval_seconds = self._clock() - self._totals.eval_started
+            totals = self._totals
+            totals.eval_seconds = self._clock() - totals.eval_started - totals.probe_seconds
 
     def on_train_epoch_end(self) -> None:
         totals = self._totals
@@ -222,8 +225,11 @@ class RecommenderModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_ranking("val")
         if self.probe is not None and self.trainer.state.fn == "fit":
+            started = self._clock()
             figures = self.probe.measure(self.sampler, self._score_without_grad, self.device)
             self.log_dict({f"sampler/{name}": value for name, value in figures.items()})
+            self._totals.probe_seconds = self._clock() - started
+            self.log("time/probe_s", self._totals.probe_seconds)
 
     def on_test_epoch_start(self) -> None:
         self._test_started = self._clock()

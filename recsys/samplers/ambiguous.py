@@ -12,7 +12,7 @@ from recsys.data.interactions import Interactions
 from recsys.interfaces import Negatives, ScoreFn, Section
 from recsys.samplers.base import Sampler
 from recsys.samplers.nested import NestedSampler
-from recsys.samplers.topk import select, with_candidates
+from recsys.samplers.topk import check_candidates, select, with_candidates
 from recsys.samplers.uniform import UniformConfig
 
 __all__ = ["AmbiguousConfig", "AmbiguousSampler"]
@@ -33,6 +33,7 @@ class AmbiguousConfig(Section):
     def _enough_candidates(self) -> AmbiguousConfig:
         if self.candidates is not None and self.n_negatives > self.candidates:
             raise ValueError(f"n_negatives ({self.n_negatives}) must not exceed candidates ({self.candidates})")
+        check_candidates(self.base, self.candidates)
         return self
 
 
@@ -67,7 +68,7 @@ class AmbiguousSampler(Sampler):
     def from_config(cls, config: AmbiguousConfig, train: Interactions, seed: int) -> AmbiguousSampler:
         from recsys.samplers import SAMPLERS
 
-        base = with_candidates(config.base, config.candidates, "sampler")
+        base = with_candidates(config.base, config.candidates)
         return cls(SAMPLERS.build(base, train, seed + 1), config.n_negatives, config.a, config.b, seed)
 
     def selection_logits(self, candidate_scores: Tensor, positive_scores: Tensor) -> Tensor:
@@ -83,11 +84,9 @@ class AmbiguousSampler(Sampler):
         probabilities = torch.softmax(logits, dim=1).clamp_min(1e-12)  # [B, M]
         picks = min(self.n_negatives, width)
         if not candidates.unit_weights:
-            # A weight-0 candidate (a masked positive) is not picked, unless a row has too few others
-            # (its picks then carry weight 0 and add nothing to the loss).
-            valid = candidates.weight > 0
-            enough = valid.sum(dim=1, keepdim=True) >= picks
-            probabilities = torch.where(valid | ~enough, probabilities, torch.zeros_like(probabilities))
+            # A weight-0 candidate (a masked positive) keeps a vanishing weight: it is picked only once a
+            # row has no unmasked candidate left (and then adds nothing to the loss).
+            probabilities = torch.where(candidates.weight > 0, probabilities, torch.full_like(probabilities, 1e-30))
         picked = torch.multinomial(
             probabilities, picks, replacement=False, generator=self.generator(queries.device)
         )  # [B, N]

@@ -49,9 +49,12 @@ class Sampler(nn.Module):
     def preserved_random_state(self) -> Iterator[None]:
         """Draw inside this block without changing what training draws next (for probes)."""
         samplers = [module for module in self.modules() if isinstance(module, Sampler)]
-        states = [(s, s._generator.get_state()) for s in samplers if s._generator is not None]
+        states = [(s, None if s._generator is None else s._generator.get_state()) for s in samplers]
         try:
             yield
         finally:
             for sampler, state in states:
-                sampler._generator.set_state(state)  # type: ignore[union-attr]
+                if state is None:
+                    sampler._generator = None  # created inside the block: start afresh from the seed
+                else:
+                    sampler._generator.set_state(state)  # type: ignore[union-attr]

@@ -17,29 +17,29 @@ __all__ = ["InBatchConfig", "InBatchSampler"]
 
 
 class InBatchConfig(Section):
-    """``sampler.name: in_batch``. ``n_negatives``: how many of the other B - 1 positives each query
-    gets (None: all of them)."""
+    """``sampler.name: in_batch``. ``n_negatives``: how many of the batch's positives every query is
+    given (None: all of them; its own is always left out)."""
 
     name: Literal["in_batch"] = "in_batch"
     n_negatives: int | None = Field(None, ge=1)
 
 
 class InBatchSampler(Sampler):
-    """Each query's negatives are the positives of other queries in its batch.
+    """Each query's negatives are the other positives of its batch.
 
-    Since batches are drawn from the training interactions, an item appears as an in-batch negative in
-    proportion to its training frequency: ``log_q = log(count(j) / sum count)`` is the log-probability of
-    that proposal, for the log-Q correction of a sampled softmax (Yi et al., RecSys 2019, Sec. 4:
-    ``s_c(x, j) = s(x, j) - log p_j``). An other query's positive may equal this query's own (an
-    accidental hit); losses that care mask it with ``Negatives.accidental_hits()``.
-
-    With ``n_negatives = N < B - 1``, query ``b`` takes the positives at positions ``(b + o) mod B`` for
-    ``N`` distinct random offsets ``o`` in ``[1, B)``, drawn once per batch: a uniform ``N``-subset of
-    the others for every query, from one ``randperm``.
+    Every query gets the same set: all ``B`` positives of the batch (or ``N`` of them at random
+    positions, drawn once per batch), as one shared ``[B, N]`` view that the model scores with one GEMM;
+    a query's own position in the set gets weight 0, so it has ``B - 1`` (or ``N`` or ``N - 1``)
+    negatives. Since batches are drawn from the training interactions, an item appears as an in-batch
+    negative in proportion to its training frequency: ``log_q = log(count(j) / sum count)`` is the
+    log-probability of that proposal, for the log-Q correction of a sampled softmax (Yi et al., RecSys
+    2019, Sec. 4: ``s_c(x, j) = s(x, j) - log p_j``, applied to the positive too: its log-frequency is
+    ``extras["pos_log_q"]``). Another query's positive may equal this query's own (an accidental hit);
+    losses that care mask it with ``Negatives.accidental_hits()``.
 
     Args:
         counts: ``[n_items]`` training interactions per item.
-        n_negatives: negatives per query (None: all B - 1 others).
+        n_negatives: positions per batch (None: all).
         seed: generator seed.
     """
 
@@ -58,14 +58,20 @@ class InBatchSampler(Sampler):
         batch = positives.shape[0]
         if batch < 2:
             raise ValueError("in-batch negatives need a batch of at least 2")
-        rows = torch.arange(batch, device=positives.device).unsqueeze(1)  # [B, 1]
-        if self.n_negatives is None or self.n_negatives >= batch - 1:
-            # Positions 0..B-2 of the others: skip the query's own position.
-            others = torch.arange(batch - 1, device=positives.device).unsqueeze(0)  # [1, B-1]
-            positions = others + (others >= rows).long()  # [B, B-1]
+        device = positives.device
+        if self.n_negatives is None or self.n_negatives >= batch:
+            positions = torch.arange(batch, device=device)
         else:
-            generator = self.generator(positives.device)
-            offsets = torch.randperm(batch - 1, generator=generator, device=positives.device)[: self.n_negatives]
-            positions = (rows + offsets.unsqueeze(0) + 1) % batch  # [B, N]
-        items = positives[positions]
-        return Negatives.unweighted(items, self._log_frequency[items])
+            positions = torch.randperm(batch, generator=self.generator(device), device=device)[: self.n_negatives]
+        items = positives[positions]  # [N], shared by the batch
+        own = positions.unsqueeze(0) == torch.arange(batch, device=device).unsqueeze(1)  # [B, N]
+        log_q = self._log_frequency[items]
+        shape = (batch, len(positions))
+        return Negatives(
+            items=items.unsqueeze(0).expand(shape),
+            log_q=log_q.unsqueeze(0).expand(shape),
+            weight=(~own).to(log_q.dtype),
+            pos_weight=torch.ones((1,), dtype=log_q.dtype, device=device).expand(batch),
+            extras={"pos_log_q": self._log_frequency[positives]},
+            unit_weights=False,
+        )

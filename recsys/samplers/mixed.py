@@ -54,16 +54,14 @@ class MixedSampler(Sampler):
         pos_weight = drawn[0].pos_weight
         for negatives in drawn[1:]:
             pos_weight = pos_weight * negatives.pos_weight
-        if all(n.shared for n in drawn):
-            # Shared parts stay one shared set: join their single rows, view them over the batch.
-            batch = queries.shape[0]
+        batch = queries.shape[0]
 
-            def join(field: str) -> Tensor:
-                return torch.cat([getattr(n, field)[0] for n in drawn]).unsqueeze(0).expand(batch, -1)
-        else:
-
-            def join(field: str) -> Tensor:
-                return torch.cat([getattr(n, field) for n in drawn], dim=1)
+        def join(field: str) -> Tensor:
+            values = [getattr(n, field) for n in drawn]
+            if batch > 1 and all(v.stride(0) == 0 for v in values):
+                # Shared in every part: join the single rows and view them over the batch again.
+                return torch.cat([v[0] for v in values]).unsqueeze(0).expand(batch, -1)
+            return torch.cat([v.expand(batch, -1) for v in values], dim=1)
 
         return Negatives(
             items=join("items"),

@@ -20,8 +20,8 @@ __all__ = ["TopKConfig", "TopKSampler", "with_candidates"]
 class TopKConfig(Section):
     """``sampler.name: topk``: keep the ``k`` best of ``candidates`` drawn by ``base``.
 
-    ``candidates`` sets the base's ``n_negatives`` (leave it out to use the base's own count, e.g. for a
-    mixed base). The default base draws one uniform candidate set per batch and masks each user's
+    ``candidates`` sets the base's ``n_negatives`` (``candidates: null`` uses the base's own count, e.g.
+    for a mixed base). The default base draws one uniform candidate set per batch and masks each user's
     training positives in it; ``base: {name: uniform, exclude_positives: true}`` draws every query its
     own candidates (DNS as published), at several times the cost per step.
     """
@@ -35,15 +35,24 @@ class TopKConfig(Section):
     def _enough_candidates(self) -> TopKConfig:
         if self.candidates is not None and self.k > self.candidates:
             raise ValueError(f"k ({self.k}) must not exceed candidates ({self.candidates})")
+        check_candidates(self.base, self.candidates)
         return self
 
 
-def with_candidates(base: Section, candidates: int | None, owner: str) -> Section:
+def check_candidates(base: Section, candidates: int | None) -> None:
+    """``candidates`` can only be set on a base that draws ``n_negatives``."""
+    if candidates is not None and "n_negatives" not in type(base).model_fields:
+        raise ValueError(
+            f"candidates: base sampler {base.name!r} has no n_negatives to set; "  # type: ignore[attr-defined]
+            "set candidates: null to use the base's own count"
+        )
+
+
+def with_candidates(base: Section, candidates: int | None) -> Section:
     """``base`` with its ``n_negatives`` set to ``candidates`` (unchanged when that is None)."""
     if candidates is None:
         return base
-    if "n_negatives" not in type(base).model_fields:
-        raise ValueError(f"{owner}.candidates: base sampler {base.name!r} has no n_negatives to set")  # type: ignore[attr-defined]
+    check_candidates(base, candidates)
     return base.model_copy(update={"n_negatives": candidates})
 
 
@@ -72,7 +81,7 @@ class TopKSampler(Sampler):
     def from_config(cls, config: TopKConfig, train: Interactions, seed: int) -> TopKSampler:
         from recsys.samplers import SAMPLERS
 
-        base = with_candidates(config.base, config.candidates, "sampler")
+        base = with_candidates(config.base, config.candidates)
         return cls(SAMPLERS.build(base, train, seed + 1), config.k, seed)
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
