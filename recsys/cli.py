@@ -193,22 +193,24 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 def _bench_speed(args: argparse.Namespace) -> int:
-    from recsys.bench.speed import DEFAULT_CONFIGS, run_speed_benchmark
+    from recsys.bench.speed import run_speed_benchmark
 
-    configs = args.configs or [Path(path) for path in DEFAULT_CONFIGS]
-    table = run_speed_benchmark(configs, args.epochs, args.data_root, args.cache_dir)
-    print(table)
-    if args.out is not None:
-        args.out.write_text(table + "\n")
-    return 0
+    return _bench(args, run_speed_benchmark)
 
 
 def _bench_samplers(args: argparse.Namespace) -> int:
     from recsys.bench.samplers import run_sampler_benchmark
+
+    return _bench(args, run_sampler_benchmark)
+
+
+def _bench(args: argparse.Namespace, run) -> int:
+    """Run a benchmark over ``--configs`` (default: the ml-100k and Gowalla MF-BPR configs), print its
+    Markdown and write it to ``--out``."""
     from recsys.bench.speed import DEFAULT_CONFIGS
 
     configs = args.configs or [Path(path) for path in DEFAULT_CONFIGS]
-    report = run_sampler_benchmark(configs, args.epochs, args.data_root, args.cache_dir)
+    report = run(configs, args.epochs, args.data_root, args.cache_dir)
     print(report)
     if args.out is not None:
         args.out.write_text(report + "\n")

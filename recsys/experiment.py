@@ -63,6 +63,14 @@ def build_model(config: ExperimentConfig, split: Split) -> RecommenderModule:
     return MODELS.build(config.model, parts)
 
 
+def _prepare(
+    config: ExperimentConfig, data_root: Path, cache_dir: Path | None
+) -> tuple[Split, InteractionDataModule, RecommenderModule]:
+    split = load_split(config.data, data_root, config.seed, cache_dir)
+    datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed)
+    return split, datamodule, build_model(config, split)
+
+
 def fit(
     config: ExperimentConfig,
     data_root: Path,
@@ -76,9 +84,7 @@ def fit(
 
     _quiet_lightning()
     L.seed_everything(config.seed, verbose=False)
-    split = load_split(config.data, data_root, config.seed, cache_dir)
-    datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed)
-    model = build_model(config, split)
+    split, datamodule, model = _prepare(config, data_root, cache_dir)
 
     with tempfile.TemporaryDirectory(prefix="recsys-fit-") as scratch:
         checkpoint = ModelCheckpoint(
@@ -120,9 +126,7 @@ def evaluate(
     _quiet_lightning()
     if not checkpoint.is_file():
         raise DataError(f"{checkpoint}: no such checkpoint")
-    split = load_split(config.data, data_root, config.seed, cache_dir)
-    datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed)
-    model = build_model(config, split)
+    split, datamodule, model = _prepare(config, data_root, cache_dir)
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict(state)

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-import scipy.sparse as sp
 import scipy.stats
 import torch
+from factories import rows_csr
 from pydantic import ValidationError
 from torch import Tensor
 
@@ -41,12 +41,6 @@ class _FixedCandidates(Sampler):
         if self.weight is None:
             return Negatives.unweighted(items, log_q)
         return Negatives(items, log_q, self.weight.unsqueeze(0).expand(shape), torch.ones(len(queries)))
-
-
-def _csr(rows: list[list[int]], n_items: int) -> sp.csr_array:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
-    items = np.array([item for row in rows for item in row], dtype=np.int64)
-    return sp.csr_array((np.ones(len(items), dtype=np.float32), (users, items)), shape=(len(rows), n_items))
 
 
 def _half_id_scorer(items: Tensor) -> Tensor:
@@ -116,11 +110,11 @@ def test_masked_candidates_are_never_picked() -> None:
     rows = [list(range(10, 15)), []]
     queries = torch.tensor([0, 1]).repeat(batch // 2)
     positives = torch.full((batch,), 10)
-    candidates = UniformSampler(n_items, width, _csr(rows, n_items), seed=4, shared=True)(
+    candidates = UniformSampler(n_items, width, rows_csr(rows, n_items), seed=4, shared=True)(
         queries, positives, _half_id_scorer
     )
     assert bool((candidates.weight[0] == 0).any())  # some candidates of user 0 are masked
-    base = UniformSampler(n_items, width, _csr(rows, n_items), seed=4, shared=True)
+    base = UniformSampler(n_items, width, rows_csr(rows, n_items), seed=4, shared=True)
     sampler = AmbiguousSampler(base, 3, 0.5, 0.0, seed=0)
     picked = sampler(queries, positives, _half_id_scorer)
     user0 = picked.items[queries == 0]

@@ -6,29 +6,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import polars as pl
 import pytest
 import scipy.stats
 import torch
+from factories import rows_interactions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.interactions import Interactions
 from recsys.samplers import SAMPLERS
 from recsys.samplers.in_batch import InBatchConfig, InBatchSampler
-
-
-def _interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows]).astype(np.int32)
-    items = np.array([item for row in rows for item in row], dtype=np.int32)
-    return Interactions(
-        users=users,
-        items=items,
-        n_users=len(rows),
-        n_items=n_items,
-        user_ids=pl.Series([f"u{u}" for u in range(len(rows))]),
-        item_ids=pl.Series([f"i{i}" for i in range(n_items)]),
-    )
 
 
 def _draw(sampler: InBatchSampler, positives: list[int] | torch.Tensor):
@@ -136,7 +122,7 @@ def test_distinct_positives_hit_only_their_own_position() -> None:
 
 
 def test_registry_builds_the_in_batch_sampler_from_item_counts() -> None:
-    train = _interactions([[0, 1], [1], [1, 3]], n_items=4)  # counts 1, 3, 0, 1 of 5
+    train = rows_interactions([[0, 1], [1], [1, 3]], n_items=4)  # counts 1, 3, 0, 1 of 5
     config = SAMPLERS.config_class("in_batch")(n_negatives=1)
     sampler = SAMPLERS.build(config, train, 3)
     assert isinstance(sampler, InBatchSampler) and sampler.seed == 3 and sampler.n_negatives == 1

@@ -6,13 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import polars as pl
 import pytest
-import scipy.sparse as sp
 import torch
+from factories import rows_csr, rows_interactions
 from pydantic import ValidationError
 
-from recsys.data.interactions import Interactions
 from recsys.samplers import SAMPLERS
 from recsys.samplers.base import Sampler
 from recsys.samplers.in_batch import InBatchSampler
@@ -22,25 +20,6 @@ from recsys.samplers.popularity import PopularitySampler
 from recsys.samplers.uniform import UniformSampler
 
 COUNTS = np.array([9, 0, 3, 1, 6, 2, 0, 4, 1, 1], dtype=np.int64)
-
-
-def _csr(rows: list[list[int]], n_items: int) -> sp.csr_array:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
-    items = np.array([item for row in rows for item in row], dtype=np.int64)
-    return sp.csr_array((np.ones(len(items), dtype=np.float32), (users, items)), shape=(len(rows), n_items))
-
-
-def _interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows]).astype(np.int32)
-    items = np.array([item for row in rows for item in row], dtype=np.int32)
-    return Interactions(
-        users=users,
-        items=items,
-        n_users=len(rows),
-        n_items=n_items,
-        user_ids=pl.Series([f"u{u}" for u in range(len(rows))]),
-        item_ids=pl.Series([f"i{i}" for i in range(n_items)]),
-    )
 
 
 QUERIES = torch.tensor([2, 0, 1, 0, 3])
@@ -59,7 +38,7 @@ def _parts(kinds: list[str]) -> list[Sampler]:
         "popularity": lambda: PopularitySampler(COUNTS, 2, alpha=1.0, seed=2),
         "in_batch": lambda: InBatchSampler(COUNTS, None, seed=3),
         "shared": lambda: UniformSampler(10, 4, seed=4, shared=True),
-        "shared_weighted": lambda: UniformSampler(10, 6, _csr(ROWS, 10), seed=5, shared=True),
+        "shared_weighted": lambda: UniformSampler(10, 6, rows_csr(ROWS, 10), seed=5, shared=True),
         "shared_other": lambda: UniformSampler(10, 5, seed=6, shared=True, exclude_batch_positives=True),
     }
     return [build[kind]() for kind in kinds]
@@ -91,7 +70,7 @@ def test_parts_are_concatenated_in_order_with_their_own_log_q() -> None:
 
 def test_per_part_weights_are_kept_and_pos_weights_multiply() -> None:
     def parts() -> list[Sampler]:
-        weighted = UniformSampler(10, 6, _csr(ROWS, 10), seed=5, shared=True)  # weight 0 on own positives
+        weighted = UniformSampler(10, 6, rows_csr(ROWS, 10), seed=5, shared=True)  # weight 0 on own positives
         mnar_a = MNARSampler(UniformSampler(10, 2, seed=7), np.linspace(0.1, 1.0, 10), seed=8)
         mnar_b = MNARSampler(UniformSampler(10, 1, seed=9), np.full(10, 0.5), seed=10)
         return [weighted, mnar_a, mnar_b]
@@ -160,7 +139,7 @@ def _mixed_config(n_negatives: int = 5) -> MixedConfig:
 
 
 def test_identical_parts_from_config_draw_differently() -> None:
-    train = _interactions(ROWS, n_items=1000)
+    train = rows_interactions(ROWS, n_items=1000)
     sampler = SAMPLERS.build(_mixed_config(20), train, 3)
     assert isinstance(sampler, MixedSampler) and len(sampler.parts) == 2
     assert len({part.seed for part in sampler.parts} | {sampler.seed}) == 3
@@ -170,7 +149,7 @@ def test_identical_parts_from_config_draw_differently() -> None:
 
 
 def test_same_seed_same_mixture_different_seed_different() -> None:
-    train = _interactions(ROWS, n_items=1000)
+    train = rows_interactions(ROWS, n_items=1000)
     first, again, other = (_draw(MixedSampler.from_config(_mixed_config(), train, seed)).items for seed in (1, 1, 2))
     assert torch.equal(first, again)
     assert not torch.equal(first, other)

@@ -5,29 +5,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
+from factories import rows_interactions
 
 from recsys.data.interactions import Interactions
 from recsys.losses import nbpo_loss, relmf_loss
 from recsys.samplers import SAMPLERS
 from recsys.samplers.mnar import MNARConfig, MNARSampler, item_propensity
-from recsys.samplers.noisy_label_robust import NoisyLabelRobustConfig, NoisyLabelRobustSampler
+from recsys.samplers.noisy_label_robust import (
+    NoisyLabelRobustConfig,
+    NoisyLabelRobustSampler,
+)
 from recsys.samplers.uniform import UniformSampler
-
-
-def _interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows]).astype(np.int32)
-    items = np.array([item for row in rows for item in row], dtype=np.int32)
-    return Interactions(
-        users=users,
-        items=items,
-        n_users=len(rows),
-        n_items=n_items,
-        user_ids=pl.Series([f"u{u}" for u in range(len(rows))]),
-        item_ids=pl.Series([f"i{i}" for i in range(n_items)]),
-    )
 
 
 def _no_scores(items: torch.Tensor) -> torch.Tensor:
@@ -54,7 +44,7 @@ def test_flip_model_starts_as_in_the_official_code() -> None:
 
 
 def test_extras_are_the_flip_logits_and_l2_of_the_batch() -> None:
-    train = _interactions([[0, 1], [2], [3, 4, 5]], n_items=12)
+    train = rows_interactions([[0, 1], [2], [3, 4, 5]], n_items=12)
     config = NoisyLabelRobustConfig(n_negatives=3, rank=4, flip_l2=0.1)
     sampler = SAMPLERS.build(config, train, 11)
     assert isinstance(sampler, NoisyLabelRobustSampler)
@@ -81,7 +71,7 @@ def test_extras_are_the_flip_logits_and_l2_of_the_batch() -> None:
 
 
 def test_nbpo_loss_trains_the_flip_embeddings_of_the_batch_only() -> None:
-    train = _interactions([[0, 1], [2], [3, 4, 5], [6]], n_items=20)
+    train = rows_interactions([[0, 1], [2], [3, 4, 5], [6]], n_items=20)
     sampler = SAMPLERS.build(NoisyLabelRobustConfig(n_negatives=2, rank=3), train, 0)
     queries, positives = torch.tensor([0, 2]), torch.tensor([1, 4])
     negatives = sampler(queries, positives, _no_scores)
@@ -101,7 +91,7 @@ def test_nbpo_loss_trains_the_flip_embeddings_of_the_batch_only() -> None:
 def test_a_training_step_on_the_flip_model_raises_eps_of_a_well_scored_negative() -> None:
     # An unvoted item the recommender scores highly is likely a hidden positive: one gradient step
     # on the nbpo loss raises its flip probability.
-    train = _interactions([[0], [1]], n_items=6)
+    train = rows_interactions([[0], [1]], n_items=6)
     sampler = SAMPLERS.build(NoisyLabelRobustConfig(n_negatives=1, rank=4, flip_l2=0.0), train, 3)
     queries, positives = torch.tensor([0]), torch.tensor([0])
     negatives = sampler(queries, positives, _no_scores)
@@ -157,7 +147,7 @@ def _popularity_train() -> Interactions:
         rows[user].append(1)
     for user in range(9):
         rows[user].append(4)
-    return _interactions([sorted(row) for row in rows], n_items=5)
+    return rows_interactions([sorted(row) for row in rows], n_items=5)
 
 
 def test_mnar_positive_weights_are_inverse_clipped_propensities() -> None:

@@ -4,10 +4,10 @@ of the user's positives by rejection, seeding."""
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 import scipy.stats
 import torch
+from factories import rows_interactions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,24 +20,11 @@ from recsys.samplers.popularity import PopularityConfig, PopularitySampler, alia
 COUNTS = np.array([1000, 0, 1, 3, 40, 7, 0, 250, 12, 2, 90, 1], dtype=np.int64)
 
 
-def _interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows]).astype(np.int32)
-    items = np.array([item for row in rows for item in row], dtype=np.int32)
-    return Interactions(
-        users=users,
-        items=items,
-        n_users=len(rows),
-        n_items=n_items,
-        user_ids=pl.Series([f"u{u}" for u in range(len(rows))]),
-        item_ids=pl.Series([f"i{i}" for i in range(n_items)]),
-    )
-
-
 def _interactions_with_counts(counts: np.ndarray, extra_rows: list[list[int]]) -> Interactions:
     """``extra_rows`` as the first users, then one user per interaction so that ``item_counts()`` is
     exactly ``counts`` plus the extra rows' items."""
     filler = [[item] for item, count in enumerate(counts) for _ in range(int(count))]
-    return _interactions(extra_rows + filler, len(counts))
+    return rows_interactions(extra_rows + filler, len(counts))
 
 
 def _draw(sampler: PopularitySampler, users: list[int] | torch.Tensor):
@@ -205,7 +192,7 @@ def test_exclusion_holds_for_every_user_of_a_random_matrix() -> None:
 
 def test_user_whose_positives_hold_all_the_mass_is_a_config_error() -> None:
     # Items 0 and 1 are user 1's alone; item 2 has no interactions, so at alpha > 0 user 1 owns p.
-    train = _interactions([[0], [0, 1]], n_items=3)
+    train = rows_interactions([[0], [0, 1]], n_items=3)
     with pytest.raises(ConfigError, match="user 1's positives hold all the popularity mass"):
         PopularitySampler(train.item_counts(), n_negatives=1, alpha=0.5, seed=0, train=train)
     # At alpha 0 item 2 has mass, so the same users are fine.
@@ -232,7 +219,7 @@ def test_same_seed_same_draws_different_seed_different(exclude: bool) -> None:
 
 
 def test_registry_builds_the_popularity_sampler_from_item_counts() -> None:
-    train = _interactions([[0, 1], [1], [1, 2]], n_items=4)  # counts 1, 3, 1, 0
+    train = rows_interactions([[0, 1], [1], [1, 2]], n_items=4)  # counts 1, 3, 1, 0
     config = SAMPLERS.config_class("popularity")(n_negatives=7, alpha=1.0)
     sampler = SAMPLERS.build(config, train, 8)
     assert isinstance(sampler, PopularitySampler) and sampler.seed == 8 and sampler.positives is None

@@ -6,37 +6,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import polars as pl
 import pytest
-import scipy.sparse as sp
 import scipy.stats
 import torch
+from factories import rows_csr, rows_interactions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.interactions import Interactions
 from recsys.samplers import SAMPLERS
 from recsys.samplers.uniform import UniformConfig, UniformSampler
-
-
-def _csr(rows: list[list[int]], n_items: int) -> sp.csr_array:
-    """``[len(rows), n_items]`` 0/1 CSR whose row ``u`` has ones at ``rows[u]``."""
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
-    items = np.array([item for row in rows for item in row], dtype=np.int64)
-    return sp.csr_array((np.ones(len(items), dtype=np.float32), (users, items)), shape=(len(rows), n_items))
-
-
-def _interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows]).astype(np.int32)
-    items = np.array([item for row in rows for item in row], dtype=np.int32)
-    return Interactions(
-        users=users,
-        items=items,
-        n_users=len(rows),
-        n_items=n_items,
-        user_ids=pl.Series([f"u{u}" for u in range(len(rows))]),
-        item_ids=pl.Series([f"i{i}" for i in range(n_items)]),
-    )
 
 
 def _draw(sampler: UniformSampler, users: list[int] | torch.Tensor, positives: list[int] | torch.Tensor | None = None):
@@ -125,7 +103,7 @@ def test_exclude_batch_positives_needs_shared() -> None:
 
 def test_own_training_positives_get_weight_zero_and_the_rest_one() -> None:
     rows = [[0, 1, 2], [3, 4], [], list(range(5, 20))]
-    positives = _csr(rows, 20)
+    positives = rows_csr(rows, 20)
     sampler = UniformSampler(20, 200, positives, seed=4, shared=True)
     users = [3, 0, 2, 1, 0, 3]
     negatives = _draw(sampler, users)
@@ -141,7 +119,7 @@ def test_own_training_positives_get_weight_zero_and_the_rest_one() -> None:
 def test_shared_exclusions_combine() -> None:
     """Batch positives are never drawn; the other training positives of each query get weight 0."""
     rows = [[0, 1, 5], [2, 6]]
-    sampler = UniformSampler(10, 300, _csr(rows, 10), seed=5, shared=True, exclude_batch_positives=True)
+    sampler = UniformSampler(10, 300, rows_csr(rows, 10), seed=5, shared=True, exclude_batch_positives=True)
     negatives = _draw(sampler, [0, 1], positives=[0, 2])
     items = negatives.items[0].tolist()
     assert set(items) == {1, 3, 4, 5, 6, 7, 8, 9}
@@ -151,7 +129,7 @@ def test_shared_exclusions_combine() -> None:
 
 
 def test_from_config_builds_a_shared_sampler() -> None:
-    train = _interactions([[0, 1], [2]], n_items=6)
+    train = rows_interactions([[0, 1], [2]], n_items=6)
     config = SAMPLERS.config_class("uniform")(
         n_negatives=40, shared=True, exclude_positives=True, exclude_batch_positives=True
     )

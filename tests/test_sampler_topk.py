@@ -8,40 +8,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import polars as pl
 import pytest
-import scipy.sparse as sp
 import torch
+from factories import rows_csr, rows_interactions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from recsys.data.interactions import Interactions
 from recsys.interfaces import Negatives
 from recsys.samplers import SAMPLERS
 from recsys.samplers.mixed import MixedConfig
 from recsys.samplers.topk import TopKConfig, TopKSampler, select, with_candidates
 from recsys.samplers.uniform import UniformConfig, UniformSampler
-
-
-def _csr(rows: list[list[int]], n_items: int) -> sp.csr_array:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
-    items = np.array([item for row in rows for item in row], dtype=np.int64)
-    return sp.csr_array((np.ones(len(items), dtype=np.float32), (users, items)), shape=(len(rows), n_items))
-
-
-def _interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows]).astype(np.int32)
-    items = np.array([item for row in rows for item in row], dtype=np.int32)
-    return Interactions(
-        users=users,
-        items=items,
-        n_users=len(rows),
-        n_items=n_items,
-        user_ids=pl.Series([f"u{u}" for u in range(len(rows))]),
-        item_ids=pl.Series([f"i{i}" for i in range(n_items)]),
-    )
 
 
 def _table_scorer(table: torch.Tensor):
@@ -75,7 +53,7 @@ def _cases(draw: st.DrawFn):
 
 
 def _base(kind: str, n_items: int, width: int, rows: list[list[int]], seed: int) -> UniformSampler:
-    positives = _csr(rows, n_items) if kind in ("per_query_excluding", "shared_masked") else None
+    positives = rows_csr(rows, n_items) if kind in ("per_query_excluding", "shared_masked") else None
     return UniformSampler(n_items, width, positives, seed=seed, shared=kind.startswith("shared"))
 
 
@@ -146,12 +124,12 @@ def test_masked_positives_are_never_kept_even_when_best_scored() -> None:
     # User 0's positives are the items 40..49, the best-scored of all; user 1 has none.
     n_items = 50
     rows = [list(range(40, 50)), []]
-    twin = UniformSampler(n_items, 30, _csr(rows, n_items), seed=6, shared=True)
+    twin = UniformSampler(n_items, 30, rows_csr(rows, n_items), seed=6, shared=True)
     queries, positives = torch.tensor([0, 1]), torch.tensor([40, 3])
     candidates = twin(queries, positives, _item_id_scorer)
     masked = candidates.items[0][candidates.weight[0] == 0]
     assert len(masked) > 0 and bool((masked >= 40).all())  # the case this test is about really occurs
-    sampler = TopKSampler(UniformSampler(n_items, 30, _csr(rows, n_items), seed=6, shared=True), 3, seed=0)
+    sampler = TopKSampler(UniformSampler(n_items, 30, rows_csr(rows, n_items), seed=6, shared=True), 3, seed=0)
     kept = sampler(queries, positives, _item_id_scorer)
     allowed = sorted(candidates.items[0][candidates.weight[0] > 0].tolist())
     assert sorted(kept.items[0].tolist()) == allowed[-3:]
@@ -163,12 +141,12 @@ def test_masked_positives_are_never_kept_even_when_best_scored() -> None:
 def test_a_row_with_too_few_unmasked_candidates_keeps_masked_ones_with_weight_zero() -> None:
     # 4 items; user 0's positives are 0, 1, 2: of 6 shared candidates at most the 3s are unmasked.
     rows = [[0, 1, 2]]
-    twin = UniformSampler(4, 6, _csr(rows, 4), seed=1, shared=True)
+    twin = UniformSampler(4, 6, rows_csr(rows, 4), seed=1, shared=True)
     queries, positives = torch.tensor([0]), torch.tensor([0])
     candidates = twin(queries, positives, _item_id_scorer)
     n_valid = int((candidates.weight[0] > 0).sum())
     assert n_valid < 5
-    kept = TopKSampler(UniformSampler(4, 6, _csr(rows, 4), seed=1, shared=True), 5, seed=0)(
+    kept = TopKSampler(UniformSampler(4, 6, rows_csr(rows, 4), seed=1, shared=True), 5, seed=0)(
         queries, positives, _item_id_scorer
     )
     assert int((kept.weight[0] > 0).sum()) == n_valid  # every unmasked candidate is kept
@@ -237,7 +215,7 @@ def test_with_candidates_sets_the_bases_negative_count() -> None:
 
 
 def test_from_config_builds_candidates_from_the_base() -> None:
-    train = _interactions([[0, 1], [2], [5, 6, 7]], n_items=12)
+    train = rows_interactions([[0, 1], [2], [5, 6, 7]], n_items=12)
     sampler = SAMPLERS.build(TopKConfig(k=3, candidates=10), train, 5)
     assert isinstance(sampler, TopKSampler) and sampler.k == 3 and sampler.seed == 5
     base = sampler.base

@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import polars as pl
 import pytest
 import scipy.sparse as sp
 import scipy.stats
 import torch
+from factories import rows_csr, rows_interactions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.samplers import SAMPLERS
 from recsys.samplers.uniform import UniformConfig, UniformSampler
@@ -21,26 +20,6 @@ from recsys.samplers.uniform import UniformConfig, UniformSampler
 TABLE = 2**25  # the default: every matrix here fits, so the complement table is used
 SKIP_COUNTING = 0  # no table fits: skip counting is used
 PATHS = pytest.mark.parametrize("table_entries", [TABLE, SKIP_COUNTING], ids=["table", "skip_counting"])
-
-
-def _csr(rows: list[list[int]], n_items: int) -> sp.csr_array:
-    """``[len(rows), n_items]`` 0/1 CSR whose row ``u`` has ones at ``rows[u]``."""
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
-    items = np.array([item for row in rows for item in row], dtype=np.int64)
-    return sp.csr_array((np.ones(len(items), dtype=np.float32), (users, items)), shape=(len(rows), n_items))
-
-
-def _interactions(rows: list[list[int]], n_items: int) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows]).astype(np.int32)
-    items = np.array([item for row in rows for item in row], dtype=np.int32)
-    return Interactions(
-        users=users,
-        items=items,
-        n_users=len(rows),
-        n_items=n_items,
-        user_ids=pl.Series([f"u{u}" for u in range(len(rows))]),
-        item_ids=pl.Series([f"i{i}" for i in range(n_items)]),
-    )
 
 
 def _draw(sampler: UniformSampler, users: list[int] | torch.Tensor):
@@ -74,7 +53,7 @@ def _positive_rows(draw: st.DrawFn) -> tuple[list[list[int]], int]:
 @PATHS
 def test_negatives_shapes_and_dtypes(exclude: bool, table_entries: int) -> None:
     rows = [[0, 3], [], [1, 2, 4]]
-    positives = _csr(rows, 6) if exclude else None
+    positives = rows_csr(rows, 6) if exclude else None
     sampler = UniformSampler(6, n_negatives=4, positives=positives, table_entries=table_entries)
     negatives = _draw(sampler, [2, 0, 1, 0, 2])
     assert negatives.items.shape == (5, 4) and negatives.items.dtype == torch.long
@@ -93,7 +72,7 @@ def test_log_q_without_exclusion_is_minus_log_n_items() -> None:
 @PATHS
 def test_log_q_is_minus_log_non_positive_count(table_entries: int) -> None:
     rows = [[0, 3], [], [1, 2, 4, 5, 6, 7, 8, 9], [9]]  # 8, 10, 2 and 9 non-positives of 10 items
-    sampler = UniformSampler(10, n_negatives=3, positives=_csr(rows, 10), table_entries=table_entries)
+    sampler = UniformSampler(10, n_negatives=3, positives=rows_csr(rows, 10), table_entries=table_entries)
     negatives = _draw(sampler, [2, 0, 3, 1, 2])
     expected = -torch.log(torch.tensor([2.0, 8.0, 9.0, 10.0, 2.0])).unsqueeze(1).expand(5, 3)
     torch.testing.assert_close(negatives.log_q, expected)
@@ -108,7 +87,7 @@ def test_exclusion_never_returns_a_positive_and_both_paths_agree(
     matrix: tuple[list[list[int]], int], seed: int
 ) -> None:
     rows, n_items = matrix
-    positives = _csr(rows, n_items)
+    positives = rows_csr(rows, n_items)
     table = UniformSampler(n_items, 16, positives, seed=seed, table_entries=TABLE)
     skip = UniformSampler(n_items, 16, positives, seed=seed, table_entries=SKIP_COUNTING)
     assert table._complement is not None and skip._complement is None  # really two paths
@@ -142,7 +121,7 @@ def test_both_paths_agree_on_a_larger_matrix() -> None:
 def test_user_with_one_non_positive_always_gets_it() -> None:
     rows = [[0, 1, 2, 4], [1, 2, 3, 4], [0, 1, 2, 3]]  # only 3, 0 and 4 are free
     for table_entries in (TABLE, SKIP_COUNTING):
-        sampler = UniformSampler(5, 50, _csr(rows, 5), table_entries=table_entries)
+        sampler = UniformSampler(5, 50, rows_csr(rows, 5), table_entries=table_entries)
         items = _draw(sampler, [0, 1, 2]).items
         assert torch.equal(items, torch.tensor([[3], [0], [4]]).expand(3, 50))
 
@@ -151,7 +130,7 @@ def test_user_with_one_non_positive_always_gets_it() -> None:
 def test_user_with_every_item_is_a_config_error(table_entries: int) -> None:
     rows = [[0, 2], [0, 1, 2, 3], []]
     with pytest.raises(ConfigError, match="user 1 interacted with every item"):
-        UniformSampler(4, 2, _csr(rows, 4), table_entries=table_entries)
+        UniformSampler(4, 2, rows_csr(rows, 4), table_entries=table_entries)
 
 
 # --- uniformity ------------------------------------------------------------------------------------
@@ -166,7 +145,7 @@ def test_exclusion_is_uniform_over_each_users_non_positives(table_entries: int) 
         list(range(1, 60, 3)),  # positives spread out
         [],
     ]
-    sampler = UniformSampler(n_items, 1000, _csr(rows, n_items), seed=7, table_entries=table_entries)
+    sampler = UniformSampler(n_items, 1000, rows_csr(rows, n_items), seed=7, table_entries=table_entries)
     users = torch.arange(len(rows)).repeat(100)  # 10^5 draws per user, users interleaved
     items = _draw(sampler, users).items
     for user, positive in enumerate(rows):
@@ -201,7 +180,7 @@ def test_uniformity_check_detects_a_skewed_draw() -> None:
 @PATHS
 def test_same_seed_same_negatives_different_seed_different(exclude: bool, table_entries: int) -> None:
     rows = [[0, 1], [5], [], [2, 3, 4, 6, 7, 8]]
-    positives = _csr(rows, 50) if exclude else None
+    positives = rows_csr(rows, 50) if exclude else None
 
     def sampler(seed: int) -> UniformSampler:
         return UniformSampler(50, 20, positives, seed=seed, table_entries=table_entries)
@@ -213,7 +192,7 @@ def test_same_seed_same_negatives_different_seed_different(exclude: bool, table_
 
 
 def test_successive_batches_differ() -> None:
-    sampler = UniformSampler(50, 20, _csr([[1, 2], []], 50), seed=0)
+    sampler = UniformSampler(50, 20, rows_csr([[1, 2], []], 50), seed=0)
     assert not torch.equal(_draw(sampler, [0, 1]).items, _draw(sampler, [0, 1]).items)
 
 
@@ -221,7 +200,7 @@ def test_sampler_does_not_touch_the_global_rng() -> None:
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    _draw(UniformSampler(10, 5, _csr([[1]], 10), seed=1), [0])
+    _draw(UniformSampler(10, 5, rows_csr([[1]], 10), seed=1), [0])
     _draw(UniformSampler(10, 5, seed=1), [0])
     torch.testing.assert_close(torch.rand(3), expected)
 
@@ -230,7 +209,7 @@ def test_sampler_does_not_touch_the_global_rng() -> None:
 
 
 def test_from_config_excludes_training_positives() -> None:
-    train = _interactions([[0, 1, 2], [3], []], n_items=5)
+    train = rows_interactions([[0, 1, 2], [3], []], n_items=5)
     sampler = UniformSampler.from_config(UniformConfig(n_negatives=8, exclude_positives=True), train, seed=4)
     assert sampler.exclude_positives and sampler.n_negatives == 8 and sampler.seed == 4
     negatives = _draw(sampler, [0] * 50)
@@ -240,7 +219,7 @@ def test_from_config_excludes_training_positives() -> None:
 
 
 def test_from_config_without_exclusion_allows_a_user_with_every_item() -> None:
-    train = _interactions([[0, 1, 2], [1]], n_items=3)
+    train = rows_interactions([[0, 1, 2], [1]], n_items=3)
     sampler = UniformSampler.from_config(UniformConfig(exclude_positives=False), train, seed=0)
     assert not sampler.exclude_positives and sampler.n_negatives == 1
     torch.testing.assert_close(_draw(sampler, [0, 1]).log_q, torch.full((2, 1), -math.log(3)))
@@ -249,7 +228,7 @@ def test_from_config_without_exclusion_allows_a_user_with_every_item() -> None:
 
 
 def test_registry_builds_the_uniform_sampler() -> None:
-    train = _interactions([[0], [1, 2]], n_items=4)
+    train = rows_interactions([[0], [1, 2]], n_items=4)
     config = SAMPLERS.config_class("uniform")(n_negatives=3, exclude_positives=True)
     sampler = SAMPLERS.build(config, train, 9)
     assert isinstance(sampler, UniformSampler) and sampler.exclude_positives and sampler.seed == 9
