@@ -11,16 +11,16 @@ from hypothesis import strategies as st
 
 from recsys.samplers.positives import PositiveSet
 
-BITMAP = 2**20  # every matrix here fits
-SORTED_KEYS = 0  # no bitmap fits: searchsorted over sorted keys
-BACKENDS = pytest.mark.parametrize("bitmap_bytes", [BITMAP, SORTED_KEYS], ids=["bitmap", "sorted_keys"])
+BACKENDS = pytest.mark.parametrize("backend", ["bytes", "bits", "keys"])
 
 
-def _both(matrix: sp.csr_array) -> tuple[PositiveSet, PositiveSet]:
-    bitmap, keys = PositiveSet(matrix, bitmap_bytes=BITMAP), PositiveSet(matrix, bitmap_bytes=SORTED_KEYS)
-    assert bitmap._bits is not None and bitmap._keys is None  # really two backends
-    assert keys._bits is None and keys._keys is not None
-    return bitmap, keys
+def _all(matrix: sp.csr_array) -> list[PositiveSet]:
+    sets = [PositiveSet(matrix, backend=backend) for backend in ("bytes", "bits", "keys")]
+    # Really three backends: each keeps exactly its own table.
+    assert [(s._bytes is not None, s._bits is not None, s._keys is not None) for s in sets] == [
+        (True, False, False), (False, True, False), (False, False, True),
+    ]
+    return sets
 
 
 @st.composite
@@ -55,7 +55,7 @@ def test_backends_agree_with_a_python_set(sparse: tuple[sp.csr_array, set[tuple[
     shared_items = torch.randint(n_items, (1, n), generator=generator)  # [1, N]
     every_user = torch.arange(n_users).unsqueeze(1)  # [U, 1]
     every_item = torch.arange(n_items).unsqueeze(0)  # [1, I]
-    for positive_set in _both(matrix):
+    for positive_set in _all(matrix):
         assert len(positive_set) == len(pairs)
         for query_users, query_items in (
             (users, items),
@@ -70,35 +70,34 @@ def test_backends_agree_with_a_python_set(sparse: tuple[sp.csr_array, set[tuple[
 
 
 @BACKENDS
-def test_a_known_matrix(bitmap_bytes: int) -> None:
+def test_a_known_matrix(backend: str) -> None:
     dense = np.array([[1, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=np.float32)
-    positive_set = PositiveSet(sp.csr_array(dense), bitmap_bytes=bitmap_bytes)
+    positive_set = PositiveSet(sp.csr_array(dense), backend=backend)
     assert len(positive_set) == 7
     found = positive_set.contains(torch.arange(3).unsqueeze(1), torch.arange(5).unsqueeze(0))
     assert torch.equal(found, torch.from_numpy(dense > 0))
 
 
 @BACKENDS
-def test_an_empty_matrix_contains_nothing(bitmap_bytes: int) -> None:
-    positive_set = PositiveSet(sp.csr_array((4, 6), dtype=np.float32), bitmap_bytes=bitmap_bytes)
+def test_an_empty_matrix_contains_nothing(backend: str) -> None:
+    positive_set = PositiveSet(sp.csr_array((4, 6), dtype=np.float32), backend=backend)
     assert len(positive_set) == 0
     found = positive_set.contains(torch.tensor([[0], [3], [2]]), torch.tensor([[0, 5], [5, 1], [2, 2]]))
     assert found.shape == (3, 2) and not bool(found.any())
 
 
-def test_backend_follows_the_bitmap_budget() -> None:
-    matrix = sp.csr_array(np.eye(40, 100, dtype=np.float32))  # 4000 bits: 500 bytes
-    assert PositiveSet(matrix, bitmap_bytes=500)._bits is not None
-    assert PositiveSet(matrix, bitmap_bytes=499)._bits is None
+def test_auto_picks_the_byte_map_for_small_matrices() -> None:
+    matrix = sp.csr_array(np.eye(40, 100, dtype=np.float32))
+    assert PositiveSet(matrix).backend == "bytes"
 
 
 @BACKENDS
-def test_unsorted_csr_with_duplicates(bitmap_bytes: int) -> None:
+def test_unsorted_csr_with_duplicates(backend: str) -> None:
     """A CSR built from unsorted, repeated pairs is normalised before its keys are taken."""
     indptr = np.array([0, 4, 6])
     indices = np.array([7, 2, 7, 0, 5, 1])
     matrix = sp.csr_array((np.ones(6, dtype=np.float32), indices, indptr), shape=(2, 9))
-    positive_set = PositiveSet(matrix, bitmap_bytes=bitmap_bytes)
+    positive_set = PositiveSet(matrix, backend=backend)
     assert len(positive_set) == 5
     found = positive_set.contains(torch.tensor([[0], [1]]), torch.arange(9).unsqueeze(0))
     expected = torch.zeros(2, 9, dtype=torch.bool)

@@ -186,7 +186,7 @@ def test_from_config_sets_the_candidate_count_and_seeds() -> None:
     sampler = SAMPLERS.build(AmbiguousConfig(n_negatives=3, candidates=16, a=2.0, b=-1.0), train, 7)
     assert isinstance(sampler, AmbiguousSampler)
     assert (sampler.n_negatives, sampler.a, sampler.b, sampler.seed) == (3, 2.0, -1.0, 7)
-    assert sampler.base.n_negatives == 16 and sampler.base.seed == 8 and sampler.base.shared
+    assert sampler.base.n_negatives == 16 and sampler.base.seed == 8 and sampler.base.pool == 256
     picked = sampler(torch.tensor([0, 1]), torch.tensor([1, 3]), _half_id_scorer)
     assert picked.items.shape == (2, 3)
     with pytest.raises(ValidationError, match=r"n_negatives \(5\) must not exceed candidates \(4\)"):

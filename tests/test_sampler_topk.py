@@ -220,7 +220,7 @@ def test_from_config_builds_candidates_from_the_base() -> None:
     assert isinstance(sampler, TopKSampler) and sampler.k == 3 and sampler.seed == 5
     base = sampler.base
     assert isinstance(base, UniformSampler)
-    assert base.n_negatives == 10 and base.shared and base.seed == 6  # the default base, its own seed
+    assert base.n_negatives == 10 and base.pool == 256 and base.seed == 6  # the default base, its own seed
     queries, positives = torch.tensor([0, 1, 2, 0]), torch.tensor([0, 2, 5, 1])
     kept = sampler(queries, positives, _item_id_scorer)
     assert kept.items.shape == (4, 3)

@@ -12,22 +12,22 @@ from recsys.data.interactions import Interactions
 from recsys.interfaces import Negatives, ScoreFn, Section
 from recsys.samplers.base import Sampler
 from recsys.samplers.nested import NestedSampler
-from recsys.samplers.topk import check_candidates, select, with_candidates
+from recsys.samplers.topk import candidate_scores, check_candidates, select, with_candidates
 from recsys.samplers.uniform import UniformConfig
 
 __all__ = ["AmbiguousConfig", "AmbiguousSampler"]
 
 
 class AmbiguousConfig(Section):
-    """``sampler.name: ambiguous``: ``n_negatives`` of ``candidates`` drawn by ``base`` (by default one
-    uniform candidate set per batch with each user's training positives masked, as for ``topk``)."""
+    """``sampler.name: ambiguous``: ``n_negatives`` of ``candidates`` drawn by ``base`` (by default, as for
+    ``topk``, uniform windows of a per-batch pool with each user's training positives masked)."""
 
     name: Literal["ambiguous"] = "ambiguous"
     n_negatives: int = Field(1, ge=1)
     candidates: int | None = Field(64, ge=1)
     a: float = Field(0.5, gt=0)
     b: float = 0.0
-    base: NestedSampler = UniformConfig(shared=True, exclude_positives=True)
+    base: NestedSampler = UniformConfig(exclude_positives=True, pool=256)
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> AmbiguousConfig:
@@ -78,7 +78,7 @@ class AmbiguousSampler(Sampler):
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
         candidates = self.base(queries, positives, scorer)  # [B, M]
         width = candidates.items.shape[1]
-        logits = self.selection_logits(scorer(candidates.items), scorer(positives.unsqueeze(1))[:, 0])
+        logits = self.selection_logits(candidate_scores(candidates, scorer), scorer(positives.unsqueeze(1))[:, 0])
         # A floor keeps every candidate drawable: distinct picks need N non-zero weights even when the
         # kernel underflows for candidates scored far from the positive.
         probabilities = torch.softmax(logits, dim=1).clamp_min(1e-12)  # [B, M]

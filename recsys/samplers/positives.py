@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -9,24 +11,32 @@ from torch import Tensor, nn
 
 __all__ = ["PositiveSet"]
 
-# The largest bitmap (bytes) kept for O(1) lookups; larger matrices fall back to sorted keys.
+# Size limits of the map backends (bytes of memory).
+_BYTEMAP_BYTES = 64 * 2**20
 _BITMAP_BYTES = 256 * 2**20
+
+
+Backend = Literal["auto", "bytes", "bits", "keys"]
 
 
 class PositiveSet(nn.Module):
     """Membership of (user, item) pairs in a sparse matrix, vectorised over a batch.
 
-    Where ``n_users * n_items`` bits fit in 256 MiB (ml-100k: 0.2 MiB, Gowalla: 146 MiB) a packed
-    bitmap answers with one gather and a few bit operations per pair; otherwise sorted keys
-    ``user * n_items + item`` answer with one ``searchsorted`` (random branches: about 50 ns per pair
-    on this CPU, several times the bitmap). Both are buffers, so they move with the model.
+    Three backends, chosen by size with ``backend="auto"``:
+
+    - ``bytes``: one byte per pair (up to 64 MiB: ml-100k 1.6 MiB, ml-1m 17 MiB); one gather per lookup.
+    - ``bits``: a packed bitmap (up to 256 MiB: Gowalla 146 MiB); a gather and a few bit operations.
+    - ``keys``: sorted keys ``user * n_items + item`` and one ``searchsorted`` per lookup (any size; its
+      random branches cost about 50 ns per pair on this CPU, several times a map).
+
+    All are buffers, so they move with the model.
 
     Args:
         matrix: ``[n_users, n_items]`` CSR of the positives.
-        bitmap_bytes: the largest bitmap to build.
+        backend: ``auto`` or a backend to force.
     """
 
-    def __init__(self, matrix: sp.csr_array, bitmap_bytes: int = _BITMAP_BYTES) -> None:
+    def __init__(self, matrix: sp.csr_array, backend: Backend = "auto") -> None:
         super().__init__()
         matrix = sp.csr_array(matrix)
         matrix.sum_duplicates()
@@ -34,14 +44,18 @@ class PositiveSet(nn.Module):
         n_users, self.n_items = matrix.shape
         rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(matrix.indptr))
         keys = rows * self.n_items + matrix.indices.astype(np.int64)  # sorted: rows, then columns
-        size = -(-n_users * self.n_items // 8)
-        bits = None
-        if size <= bitmap_bytes:
-            flags = np.zeros(size * 8, dtype=bool)
+        pairs = n_users * self.n_items
+        if backend == "auto":
+            backend = "bytes" if pairs <= _BYTEMAP_BYTES else "bits" if pairs <= 8 * _BITMAP_BYTES else "keys"
+        self.backend = backend
+        flags = None
+        if backend in ("bytes", "bits"):
+            flags = np.zeros(-(-pairs // 8) * 8, dtype=bool)
             flags[keys] = True
-            bits = torch.from_numpy(np.packbits(flags, bitorder="little"))
+        self.register_buffer("_bytes", torch.from_numpy(flags[:pairs]) if backend == "bytes" else None, persistent=False)
+        bits = torch.from_numpy(np.packbits(flags, bitorder="little")) if backend == "bits" else None
         self.register_buffer("_bits", bits, persistent=False)
-        self.register_buffer("_keys", None if bits is not None else torch.from_numpy(keys), persistent=False)
+        self.register_buffer("_keys", torch.from_numpy(keys) if backend == "keys" else None, persistent=False)
         self._count = len(keys)
 
     def __len__(self) -> int:
@@ -51,8 +65,10 @@ class PositiveSet(nn.Module):
         """``users`` broadcastable with ``items`` -> bool of their broadcast shape: is (user, item) a
         positive."""
         keys = users * self.n_items + items
+        if self._bytes is not None:
+            return torch.take(self._bytes, keys)
         if self._bits is not None:
-            byte = self._bits[keys >> 3]
+            byte = torch.take(self._bits, keys >> 3)
             return ((byte >> (keys & 7).to(torch.uint8)) & 1).bool()
         if self._count == 0:
             return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)

@@ -14,7 +14,7 @@ from recsys.samplers.base import Sampler
 from recsys.samplers.nested import NestedSampler
 from recsys.samplers.uniform import UniformConfig
 
-__all__ = ["TopKConfig", "TopKSampler", "with_candidates"]
+__all__ = ["TopKConfig", "TopKSampler", "candidate_scores", "check_candidates", "select", "with_candidates"]
 
 
 class TopKConfig(Section):
@@ -29,7 +29,7 @@ class TopKConfig(Section):
     name: Literal["topk"] = "topk"
     k: int = Field(1, ge=1)
     candidates: int | None = Field(64, ge=1)
-    base: NestedSampler = UniformConfig(shared=True, exclude_positives=True)
+    base: NestedSampler = UniformConfig(exclude_positives=True, pool=256)
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> TopKConfig:
@@ -40,12 +40,17 @@ class TopKConfig(Section):
 
 
 def check_candidates(base: Section, candidates: int | None) -> None:
-    """``candidates`` can only be set on a base that draws ``n_negatives``."""
-    if candidates is not None and "n_negatives" not in type(base).model_fields:
+    """``candidates`` can only be set on a base that draws ``n_negatives`` (within its pool, if any)."""
+    if candidates is None:
+        return
+    if "n_negatives" not in type(base).model_fields:
         raise ValueError(
             f"candidates: base sampler {base.name!r} has no n_negatives to set; "  # type: ignore[attr-defined]
             "set candidates: null to use the base's own count"
         )
+    pool = getattr(base, "pool", None)
+    if pool is not None and candidates > pool:
+        raise ValueError(f"candidates ({candidates}) exceed the base's pool ({pool}); raise base.pool")
 
 
 def with_candidates(base: Section, candidates: int | None) -> Section:
@@ -53,7 +58,7 @@ def with_candidates(base: Section, candidates: int | None) -> Section:
     if candidates is None:
         return base
     check_candidates(base, candidates)
-    return base.model_copy(update={"n_negatives": candidates})
+    return type(base).model_validate({**base.model_dump(), "n_negatives": candidates})
 
 
 class TopKSampler(Sampler):
@@ -88,11 +93,20 @@ class TopKSampler(Sampler):
         candidates = self.base(queries, positives, scorer)  # [B, M]
         if self.k >= candidates.items.shape[1]:
             return candidates
-        scores = scorer(candidates.items)  # [B, M], no grad
+        scores = candidate_scores(candidates, scorer)  # [B, M], no grad
         if not candidates.unit_weights:  # a weight-0 candidate (a masked positive) is never kept
             scores = scores.masked_fill(candidates.weight == 0, float("-inf"))
         kept = torch.topk(scores, self.k, dim=1).indices  # [B, k]
         return select(candidates, kept)
+
+
+def candidate_scores(candidates: Negatives, scorer: ScoreFn) -> Tensor:
+    """``[B, M]`` scores of the candidates; a pooled base's pool is scored once, as one GEMM."""
+    if "pool" in candidates.extras:
+        pool = candidates.extras["pool"]  # [P]
+        pool_scores = scorer(pool.unsqueeze(0).expand(candidates.items.shape[0], -1))  # [B, P]
+        return pool_scores.gather(1, candidates.extras["pool_index"])
+    return scorer(candidates.items)
 
 
 def select(negatives: Negatives, columns: Tensor) -> Negatives:

@@ -29,6 +29,12 @@ class UniformConfig(Section):
     negatives: a ``[B, N]`` view of ``N`` draws, scored with one GEMM); with
     ``exclude_batch_positives`` that set never contains an item that is a positive in the batch, and
     with ``exclude_positives`` each query's own training positives among it get weight 0.
+
+    ``pool: P`` draws one pool of ``P`` uniform items per batch and gives each query a random window of
+    ``n_negatives`` consecutive pool entries: each query's negatives are still uniform, but all of a
+    batch's come from ``P`` items, so a candidate scorer can score the pool with one GEMM
+    (``extras["pool"]``, ``extras["pool_index"]``); ``exclude_positives`` then gives each query's own
+    training positives weight 0.
     """
 
     name: Literal["uniform"] = "uniform"
@@ -36,11 +42,14 @@ class UniformConfig(Section):
     exclude_positives: bool = False  # never return one of the user's training items
     shared: bool = False
     exclude_batch_positives: bool = False
+    pool: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _compatible(self) -> UniformConfig:
         if self.exclude_batch_positives and not self.shared:
             raise ValueError("exclude_batch_positives needs shared: true")
+        if self.pool is not None and (self.shared or self.pool < self.n_negatives):
+            raise ValueError("pool must hold at least n_negatives items and cannot be shared")
         return self
 
 
@@ -70,6 +79,7 @@ class UniformSampler(Sampler):
         table_entries: the most non-positive (user, item) pairs to store as a complement table.
         shared: one draw of ``n_negatives`` items per batch, shared by all its queries.
         exclude_batch_positives: with ``shared``, redraw any item that is a positive in the batch.
+        pool: per batch, one pool of this many items; each query takes a random window of it.
     """
 
     def __init__(
@@ -81,15 +91,18 @@ class UniformSampler(Sampler):
         table_entries: int = 2**25,
         shared: bool = False,
         exclude_batch_positives: bool = False,
+        pool: int | None = None,
     ) -> None:
         super().__init__(n_items, seed)
         self.n_negatives = n_negatives
         self.exclude_positives = positives is not None
         self.shared = shared
         self.exclude_batch_positives = exclude_batch_positives
-        # Shared draws cannot skip each user's positives; they are masked with weight 0 instead.
-        self.positive_set = PositiveSet(positives) if shared and positives is not None else None
-        if positives is not None and not shared:
+        self.pool = pool
+        masked = shared or pool is not None
+        # Shared and pooled draws cannot skip each user's positives; they are masked with weight 0.
+        self.positive_set = PositiveSet(positives) if masked and positives is not None else None
+        if positives is not None and not masked:
             keys, indptr, n_free = _exclusion_tables(positives, n_items)
             table = _complement_table(positives, n_items) if int(n_free.sum()) <= table_entries else None
             # Per user: the number of non-positives and where the user's entries start (in the
@@ -105,7 +118,7 @@ class UniformSampler(Sampler):
         positives = train.csr() if config.exclude_positives else None
         return cls(
             train.n_items, config.n_negatives, positives, seed,
-            shared=config.shared, exclude_batch_positives=config.exclude_batch_positives,
+            shared=config.shared, exclude_batch_positives=config.exclude_batch_positives, pool=config.pool,
         )
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
@@ -114,6 +127,8 @@ class UniformSampler(Sampler):
         shape = (queries.shape[0], self.n_negatives)
         if self.shared:
             return self._shared(queries, positives, shape, generator)
+        if self.pool is not None:
+            return self._pooled(queries, shape, generator)
         if not self.exclude_positives:
             items = torch.randint(self.n_items, shape, generator=generator, device=queries.device)
             log_q = torch.full(shape, -math.log(self.n_items), device=queries.device)
@@ -131,6 +146,23 @@ class UniformSampler(Sampler):
             return self._complement[offset + rank].long()
         skipped = torch.searchsorted(self._skip_keys, users * (self.n_items + 1) + rank, right=True)
         return rank + skipped - offset
+
+    def _pooled(self, queries: Tensor, shape: tuple[int, int], generator: torch.Generator) -> Negatives:
+        """Each query's ``N`` negatives: a random window of ``N`` consecutive entries of a ``P``-item pool."""
+        device = queries.device
+        pool = torch.randint(self.n_items, (self.pool,), generator=generator, device=device)  # [P]
+        # Windows start where they fit (no wrap-around to compute): pool entries are i.i.d. uniform, so
+        # every window is N i.i.d. uniform items wherever it starts.
+        start = torch.randint(self.pool - shape[1] + 1, (shape[0], 1), generator=generator, device=device)
+        index = start + torch.arange(shape[1], device=device)  # [B, N]
+        items = torch.take(pool, index)
+        log_q = torch.full((1, 1), -math.log(self.n_items), device=device).expand(shape)
+        negatives = Negatives.unweighted(items, log_q)
+        extras = {"pool": pool, "pool_index": index}
+        if self.positive_set is None:
+            return replace(negatives, extras=extras)
+        own = self.positive_set.contains(queries.unsqueeze(1), items)  # [B, N]
+        return replace(negatives, extras=extras, weight=(~own).to(log_q.dtype), unit_weights=False)
 
     def _shared(
         self, queries: Tensor, positives: Tensor, shape: tuple[int, int], generator: torch.Generator
