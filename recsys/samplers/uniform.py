@@ -21,7 +21,6 @@ from recsys.samplers.positives import PositiveSet
 __all__ = ["UniformConfig", "UniformSampler"]
 
 
-
 class UniformConfig(Section):
     """``sampler.name: uniform``.
 
