@@ -59,6 +59,7 @@ def build_model(config: ExperimentConfig, split: Split) -> RecommenderModule:
         lr=config.train.lr,
         weight_decay=config.train.weight_decay,
         probe=SamplerProbe(split.train, split.valid, seed=config.seed),
+        train=split.train,
     )
     return MODELS.build(config.model, parts)
 

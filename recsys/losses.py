@@ -20,12 +20,14 @@ from recsys.registry import Component, Registry
 __all__ = [
     "BCEConfig",
     "BPRConfig",
+    "CCLConfig",
     "LOSSES",
     "NBPOLossConfig",
     "RelMFConfig",
     "SampledSoftmaxConfig",
     "bce_loss",
     "bpr_loss",
+    "ccl_loss",
     "nbpo_loss",
     "relmf_loss",
     "sampled_softmax_loss",
@@ -184,6 +186,36 @@ def relmf_loss(pos_scores: Tensor, neg_scores: Tensor, negatives: Negatives, for
     return (positive_term.sum() + negative_term.sum()) / pairs
 
 
+class CCLConfig(Section):
+    """``loss.name: ccl`` (SimpleX's cosine contrastive loss)."""
+
+    name: Literal["ccl"] = "ccl"
+    margin: float = Field(0.9, ge=-1, le=1)  # m
+    negative_weight: float | None = Field(None, gt=0)  # w; None sums the negatives' terms (w = N)
+
+
+def ccl_loss(
+    pos_scores: Tensor, neg_scores: Tensor, negatives: Negatives, margin: float = 0.9,
+    negative_weight: float | None = None,
+) -> Tensor:
+    """Cosine contrastive loss (Mao et al., CIKM 2021, Eq. 1).
+
+    ``L = mean_b [ v_b (1 - s_b) + (w / N) sum_j w_bj max(0, s_bj - m) ]`` for cosine scores ``s``,
+    with ``v`` = ``negatives.pos_weight``, ``w_bj`` = ``negatives.weight``; without
+    ``negative_weight`` the negatives' terms are summed (``w = N``), as the official code does.
+    Only negatives more similar than the margin ``m`` contribute.
+    """
+    positive_term = 1.0 - pos_scores  # [B]; 1 - cos >= 0 always (the official relu(1 - s))
+    negative_terms = torch.relu(neg_scores - margin)  # [B, N]
+    if not negatives.unit_weights:
+        positive_term = negatives.pos_weight * positive_term
+        negative_terms = negatives.weight * negative_terms
+    negative_term = negative_terms.sum(dim=1)  # [B]
+    if negative_weight is not None:
+        negative_term = negative_term * (negative_weight / neg_scores.shape[1])
+    return (positive_term + negative_term).mean()
+
+
 def _plain(function: Loss, config: Section) -> Loss:
     return function
 
@@ -199,6 +231,7 @@ LOSSES: Registry[Loss] = Registry(
     {
         "bpr": Component(BPRConfig, partial(_plain, bpr_loss)),
         "bce": Component(BCEConfig, partial(_plain, bce_loss)),
+        "ccl": Component(CCLConfig, partial(_configured, ccl_loss)),
         "sampled_softmax": Component(SampledSoftmaxConfig, partial(_configured, sampled_softmax_loss)),
         "nbpo": Component(NBPOLossConfig, partial(_plain, nbpo_loss)),
         "relmf": Component(RelMFConfig, partial(_configured, relmf_loss)),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from recsys.models.base import RecommenderModule, TrainingParts
+from recsys.models.lightgcn import LightGCN, LightGCNConfig
 from recsys.models.mf import MatrixFactorization, MFConfig
+from recsys.models.simplex import SimpleX, SimpleXConfig
 from recsys.registry import Component, Registry
 
 __all__ = ["MODELS", "RecommenderModule", "TrainingParts"]
@@ -12,5 +14,7 @@ MODELS: Registry[RecommenderModule] = Registry(
     "model",
     {
         "mf": Component(MFConfig, MatrixFactorization),
+        "lightgcn": Component(LightGCNConfig, LightGCN),
+        "simplex": Component(SimpleXConfig, SimpleX),
     },
 )

@@ -18,6 +18,7 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor, nn
 
+from recsys.data.interactions import Interactions
 from recsys.embeddings import lookup
 from recsys.interfaces import Loss, Negatives, RankingBatch, RankingEvaluator
 from recsys.models.optimizers import OptimizerName, build_optimizer
@@ -38,6 +39,7 @@ class TrainingParts:
         optimizer: optimizer name; ``sparse_adam`` switches embeddings to sparse gradients.
         lr, weight_decay: optimizer settings.
         probe: measures the sampler once per validation epoch (``sampler/...`` metrics), if given.
+        train: the training interactions, for models built on them (a graph, user histories).
     """
 
     n_users: int
@@ -49,6 +51,7 @@ class TrainingParts:
     lr: float = 1e-3
     weight_decay: float = 0.0
     probe: SamplerProbe | None = None
+    train: Interactions | None = None
 
 
 # Values (floats) of the largest [b, C, d] temporary `DotProductModule.score` builds at once.
@@ -56,6 +59,9 @@ _CHUNK_VALUES = 2**22
 # Without gradients, score all items by GEMM when the catalogue has at most this many items per
 # candidate (measured crossover on CPU: GEMM ~0.7 ns per query-item pair, gathering ~50-70 ns per row).
 _GEMM_ITEMS_PER_CANDIDATE = 64
+# With gradients the GEMM path adds a [B, n_items] scatter and two GEMMs to the backward, against an
+# index_add of B x C rows for gathering; it still wins for thousands of candidates per query (SimpleX).
+_GEMM_GRAD_ITEMS_PER_CANDIDATE = 8
 
 
 @dataclass
@@ -130,6 +136,22 @@ class RecommenderModule(L.LightningModule):
         """An extra loss term of the model itself (e.g. L2 on the batch's embeddings); 0 by default."""
         return 0.0
 
+    # Representations that every score of one training step (or one evaluation pass) shares are
+    # computed once there: a graph propagation, a user tower whose dropout mask the positive and the
+    # negatives must share. The defaults do nothing.
+    def begin_step(self, queries: Tensor, positives: Tensor) -> None:
+        """Called before the sampler at each training step, with the batch's ``queries [B]`` and
+        ``positives [B]``."""
+
+    def end_step(self) -> None:
+        """Called once the step's loss is built; drop what ``begin_step`` kept."""
+
+    def begin_evaluation(self) -> None:
+        """Called (without gradients) before a validation or test pass scores anything."""
+
+    def end_evaluation(self) -> None:
+        """Called after a validation or test pass (and the sampler probe)."""
+
     def lookup(self, table: nn.Embedding, ids: Tensor) -> Tensor:
         """Rows of ``table`` for ``ids [...]`` -> ``[..., d]`` (see ``recsys.embeddings.lookup``)."""
         return lookup(table, ids)
@@ -138,6 +160,7 @@ class RecommenderModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_index: int) -> Tensor:
         queries, positives = batch  # [B], [B]
         totals = self._totals
+        self.begin_step(queries, positives)
         started = time.perf_counter()
         negatives = self.sampler(queries, positives, scorer=partial(self._score_without_grad, queries))
         totals.sampling_seconds += time.perf_counter() - started
@@ -155,6 +178,7 @@ class RecommenderModule(L.LightningModule):
         penalty = self.regularization(queries, positives, negatives)
         if isinstance(penalty, Tensor) or penalty:
             loss = loss + penalty
+        self.end_step()
         # Summed on the device and read once per epoch: no host sync per step.
         totals.loss = totals.loss + loss.detach()
         totals.steps += 1
@@ -217,6 +241,8 @@ class RecommenderModule(L.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
+        with torch.no_grad():
+            self.begin_evaluation()
         self.evaluator.begin(self)
 
     def validation_step(self, batch: RankingBatch, batch_index: int) -> None:
@@ -230,9 +256,12 @@ class RecommenderModule(L.LightningModule):
             self.log_dict({f"sampler/{name}": value for name, value in figures.items()})
             self._totals.probe_seconds = self._clock() - started
             self.log("time/probe_s", self._totals.probe_seconds)
+        self.end_evaluation()
 
     def on_test_epoch_start(self) -> None:
         self._test_started = self._clock()
+        with torch.no_grad():
+            self.begin_evaluation()
         self.evaluator.begin(self)
 
     def test_step(self, batch: RankingBatch, batch_index: int) -> None:
@@ -240,6 +269,7 @@ class RecommenderModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_ranking("test")
+        self.end_evaluation()
         self.log("time/test_eval_s", self._clock() - self._test_started)
         self.log("sys/peak_rss_mb", peak_rss_mb())
 
@@ -274,9 +304,10 @@ class DotProductModule(RecommenderModule):
         if items.shape[0] > 1 and items.stride(0) == 0:
             # The same candidates for every query (shared negatives): one GEMM.
             return query @ self.item_embeddings(items[0]).T  # [B, C]
-        if not torch.is_grad_enabled() and self.n_items <= _GEMM_ITEMS_PER_CANDIDATE * candidates:
-            # Without gradients, scoring the whole (small) catalogue with one GEMM and picking the
-            # candidates beats gathering B x C embedding rows: 2.3 vs 6-11 ms for 2048 x 64 of 1,682.
+        per_candidate = _GEMM_GRAD_ITEMS_PER_CANDIDATE if torch.is_grad_enabled() else _GEMM_ITEMS_PER_CANDIDATE
+        if self.n_items <= per_candidate * candidates:
+            # Scoring the whole (small) catalogue with one GEMM and picking the candidates beats
+            # gathering B x C embedding rows: without gradients 2.3 vs 6-11 ms for 2048 x 64 of 1,682.
             return (query @ self.item_embeddings().T).gather(1, items)
         # Chunks keep each [b, C, d] temporary under ~16 MB: larger ones are fresh mmap'd memory that
         # page-faults on every step (a 33 MB gather measured 8.5 ms, two 16 MB ones 0.3 ms).

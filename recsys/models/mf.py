@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
+from recsys.embeddings import embedding_table
 from recsys.interfaces import Section
 from recsys.models.base import DotProductModule, TrainingParts
 
@@ -35,13 +36,8 @@ class MatrixFactorization(DotProductModule):
 
     def __init__(self, config: MFConfig, parts: TrainingParts) -> None:
         super().__init__(parts)
-        self.user_embedding = nn.Embedding(parts.n_users, config.dim)
-        self.item_embedding = nn.Embedding(parts.n_items, config.dim)
-        for table in (self.user_embedding, self.item_embedding):
-            if config.init == "xavier_normal":
-                nn.init.xavier_normal_(table.weight)
-            else:
-                nn.init.normal_(table.weight, std=config.init_std)
+        self.user_embedding = embedding_table(parts.n_users, config.dim, config.init, config.init_std)
+        self.item_embedding = embedding_table(parts.n_items, config.dim, config.init, config.init_std)
 
     def query_embeddings(self, queries: Tensor) -> Tensor:
         return self.lookup(self.user_embedding, queries)

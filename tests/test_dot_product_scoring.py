@@ -1,0 +1,56 @@
+"""DotProductModule.score: every path (shared GEMM, catalogue GEMM + gather, chunked gather) gives the
+same scores and the same gradients as a plain reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsys.evaluation.evaluator import FullRankingEvaluator
+from recsys.losses import bpr_loss
+from recsys.models import base
+from recsys.models.base import TrainingParts
+from recsys.models.mf import MatrixFactorization, MFConfig
+from recsys.samplers.uniform import UniformSampler
+
+
+def _mf(n_items: int) -> MatrixFactorization:
+    torch.manual_seed(0)
+    parts = TrainingParts(n_users=6, n_items=n_items, sampler=UniformSampler(n_items, 1), loss=bpr_loss,
+                          evaluator=FullRankingEvaluator((2,)))
+    return MatrixFactorization(MFConfig(dim=5), parts)
+
+
+def _reference(model: MatrixFactorization, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    users = model.user_embedding.weight[queries]  # [B, d]
+    return (model.item_embedding.weight[items] * users.unsqueeze(1)).sum(dim=2)
+
+
+@pytest.mark.parametrize("gemm_per_candidate", [0, 10**6])  # never / always the catalogue GEMM
+@pytest.mark.parametrize("candidates", [3, 300])  # broadcast product / bmm
+def test_score_paths_match_reference_values_and_gradients(
+    gemm_per_candidate: int, candidates: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "_GEMM_GRAD_ITEMS_PER_CANDIDATE", gemm_per_candidate)
+    monkeypatch.setattr(base, "_GEMM_ITEMS_PER_CANDIDATE", gemm_per_candidate)
+    model = _mf(n_items=40)
+    queries = torch.tensor([0, 3, 3, 5])
+    items = torch.randint(40, (4, candidates))
+    weights = torch.randn(4, candidates)
+    (model.score(queries, items) * weights).sum().backward()
+    got = [p.grad.clone() for p in (model.user_embedding.weight, model.item_embedding.weight)]
+    model.zero_grad()
+    expected = _reference(model, queries, items)
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(model.score(queries, items), expected)
+    for grad, parameter in zip(got, (model.user_embedding.weight, model.item_embedding.weight), strict=True):
+        torch.testing.assert_close(grad, parameter.grad)
+    with torch.no_grad():
+        torch.testing.assert_close(model.score(queries, items), expected.detach())
+
+
+def test_shared_candidates_score_by_one_gemm() -> None:
+    model = _mf(n_items=40)
+    queries = torch.tensor([1, 2, 4])
+    shared = torch.tensor([[5, 7, 39]]).expand(3, 3)
+    torch.testing.assert_close(model.score(queries, shared), _reference(model, queries, shared.contiguous()))
