@@ -38,6 +38,8 @@ def test_histories_come_out_ragged() -> None:
     items, rows = histories.flat(torch.tensor([3, 2, 1, 0]))
     assert items.tolist() == [1, 4, 0, 2, 3, 0, 1, 2]
     assert rows.tolist() == [0, 0, 0, 0, 2, 3, 3, 3]
+    assert histories.contains(torch.tensor([3, 3, 2]), torch.tensor([4, 3, 0])).tolist() == [True, False, False]
+    np.testing.assert_allclose(histories.mean_matrix().toarray()[3], [0.25, 0.25, 0.25, 0, 0.25])
 
 
 def test_histories_keep_the_latest_max_len() -> None:
@@ -46,8 +48,10 @@ def test_histories_keep_the_latest_max_len() -> None:
         n_users=1, n_items=4, user_ids=pl.Series(["u"]), item_ids=pl.Series(list("abcd")),
         timestamps=np.array([40.0, 10.0, 30.0, 20.0]),
     )
-    items, rows = UserHistories(train, max_len=2).flat(torch.tensor([0]))
+    histories = UserHistories(train, max_len=2)
+    items, rows = histories.flat(torch.tensor([0]))
     assert items.tolist() == [2, 3] and rows.tolist() == [0, 0]  # times 30 and 40, oldest first
+    assert histories.contains(torch.tensor([0, 0]), torch.tensor([2, 1])).tolist() == [True, False]
 
 
 @pytest.mark.parametrize("aggregator", ["mean", "user_attention", "self_attention"])
@@ -88,6 +92,35 @@ def test_training_leaves_the_positive_out_of_the_history() -> None:
         vector = model.user_tower(torch.tensor([0]), leave_out=torch.tensor([1]))[0]
     pooled = model.value.weight.detach() @ items[[0, 2]].mean(dim=0)
     torch.testing.assert_close(vector, pooled / pooled.norm())
+
+
+@pytest.mark.parametrize("aggregator", ["mean", "user_attention", "self_attention"])
+def test_leaving_the_positive_out_equals_aggregating_without_it(aggregator: str) -> None:
+    """Per query, by subtraction, against a tower built on the history minus the positive; the same
+    user twice in a batch with different positives, and a positive outside the history."""
+    model = _model(aggregator=aggregator, gamma=0.25).eval()
+    users, positives = torch.tensor([3, 0, 3, 1]), torch.tensor([4, 2, 1, 0])  # item 0 is not user 1's
+    with torch.no_grad():
+        got = model.user_tower(users, leave_out=positives)
+    emb_u, emb_i = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+    for row, (user, positive) in enumerate(zip(users.tolist(), positives.tolist(), strict=True)):
+        history = emb_i[[item for item in ROWS[user] if item != positive]]
+        if aggregator == "mean":
+            pooled = history.mean(dim=0)
+        else:
+            keys = torch.tanh(history @ model.key.weight.detach().T + model.key.bias.detach())
+            query = emb_u[user] if aggregator == "user_attention" else model.attention_query.detach()[:, 0]
+            pooled = torch.softmax(keys @ query, dim=0) @ history
+        vector = 0.25 * emb_u[user] + 0.75 * (model.value.weight.detach() @ pooled)
+        torch.testing.assert_close(got[row], vector / vector.norm())
+
+
+def test_a_history_of_only_the_positive_pools_to_zero() -> None:
+    model = _model(aggregator="user_attention", gamma=0.5).eval()
+    with torch.no_grad():
+        vector = model.user_tower(torch.tensor([1]), leave_out=torch.tensor([3]))[0]  # user 1 has only item 3
+    own = model.user_embedding.weight.detach()[1]
+    torch.testing.assert_close(vector, own / own.norm())
 
 
 def test_gamma_one_needs_no_history() -> None:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
 from recsys.data.interactions import Interactions
+from recsys.samplers.positives import PositiveSet
 
 __all__ = ["UserHistories"]
 
 
 class UserHistories(nn.Module):
-    """Per-user training items, at most ``max_len`` each, stored as CSR buffers; a batch's histories
-    come out ragged (``flat``).
+    """Per-user training items, at most ``max_len`` each, stored as CSR buffers.
 
     A user's history keeps their latest ``max_len`` items where the data has timestamps, else the
-    last ``max_len`` in the order of the training interactions.
+    last ``max_len`` in the order of the training interactions. A batch's histories come out ragged
+    (``flat``); ``contains`` says whether a (user, item) pair is in the kept history, and
+    ``mean_matrix`` is the row-normalised ``[U, I]`` history matrix (each row averages a history).
 
     Args:
         train: the training interactions.
@@ -25,6 +28,7 @@ class UserHistories(nn.Module):
 
     def __init__(self, train: Interactions, max_len: int) -> None:
         super().__init__()
+        self.n_users, self.n_items = train.n_users, train.n_items
         users = train.users.astype(np.int64)
         within = train.timestamps if train.timestamps is not None else np.arange(len(users))
         order = np.lexsort((within, users))  # by user, then time (or file order)
@@ -33,22 +37,33 @@ class UserHistories(nn.Module):
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         position = np.arange(len(users)) - starts[users]  # 0-based rank within the user
         keep = position >= (counts - max_len)[users]
+        self._users, self._items = users[keep], items[keep]  # for mean_matrix
         kept = np.minimum(counts, max_len)
-        self.register_buffer("items", torch.from_numpy(items[keep]), persistent=False)
-        self.register_buffer(
-            "offsets", torch.from_numpy(np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)), persistent=False
-        )
+        self.register_buffer("items", torch.from_numpy(self._items.copy()), persistent=False)
+        self.register_buffer("offsets", torch.from_numpy(np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)),
+                             persistent=False)
+        self.register_buffer("lengths", torch.from_numpy(kept.astype(np.int64)), persistent=False)
+        history = sp.csr_array((np.ones(len(self._items), dtype=np.float32), (self._users, self._items)),
+                               shape=(train.n_users, train.n_items))
+        self.members = PositiveSet(history, backend="keys")
 
     def flat(self, users: Tensor) -> tuple[Tensor, Tensor]:
         """``users [B]`` -> the batch's history entries, ragged: ``items [T]`` and ``rows [T]`` (the
-        position in ``users`` each entry belongs to), ``T`` the sum of the users' history lengths.
-
-        Ragged rather than padded: a batch costs its real entries, not ``B x`` its longest history
-        (on ml-100k, 174k entries against a padded 1M)."""
+        position in ``users`` each entry belongs to), ``T`` the sum of the users' history lengths."""
         starts = self.offsets[users]  # [B]
-        lengths = self.offsets[users + 1] - starts  # [B]
+        lengths = self.lengths[users]  # [B]
         rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)  # [T]
         # Entry t of row b sits at starts[b] + (t - first entry of row b).
         firsts = torch.cumsum(lengths, 0) - lengths  # [B]
         index = starts[rows] + torch.arange(len(rows), device=users.device) - firsts[rows]
         return self.items[index], rows
+
+    def contains(self, users: Tensor, items: Tensor) -> Tensor:
+        """``users [B]``, ``items [B]`` -> bool ``[B]``: is the item in the user's kept history."""
+        return self.members.contains(users, items)
+
+    def mean_matrix(self) -> sp.csr_array:
+        """``[U, I]`` with ``1 / |H_u|`` at each of user ``u``'s history items."""
+        weights = 1.0 / np.maximum(np.bincount(self._users, minlength=self.n_users), 1)
+        return sp.csr_array((weights[self._users].astype(np.float32), (self._users, self._items)),
+                            shape=(self.n_users, self.n_items))

@@ -14,6 +14,7 @@ from recsys.errors import ConfigError
 from recsys.interfaces import Negatives, Section
 from recsys.models.base import DotProductModule, TrainingParts
 from recsys.models.history import UserHistories
+from recsys.models.sparse import SparseMatrix
 
 __all__ = ["SimpleX", "SimpleXConfig"]
 
@@ -27,7 +28,6 @@ class SimpleXConfig(Section):
     gamma: float = Field(0.5, ge=0, le=1)  # g: weight of the user's own embedding
     max_len: int = Field(500, ge=1)  # history cap per user
     dropout: float = Field(0.1, ge=0, lt=1)  # on the (normalised) user vector, training only
-    attention_dropout: float = Field(0.0, ge=0, lt=1)
     l2: float = Field(0.0, ge=0)  # the official "embedding_regularizer": l2/2 |E|^2 on the tables, per step
     init_std: float = Field(1e-4, gt=0)  # the official initialiser: normal(0, 1e-4)
 
@@ -42,8 +42,13 @@ class SimpleX(DotProductModule):
     predicted is left out of ``H_u``, as the official data preparation does. Score, Eq. 5: cosine,
     ``s(u, i) = p_u . e_i / (|p_u| |e_i|)``, with dropout on the normalised ``p_u`` while training.
 
-    Differences from the official code, on purpose: the attention softmax gives padded entries
-    weight 0 (the official one gives them ``exp(0)`` in the denominator).
+    Computed without padding: each distinct user of the batch aggregates their whole history once
+    (the mean for all users at once, as a product with the row-normalised history matrix), and the
+    positive is left out per query by subtracting its term, ``(S_u - a_i e_i) / (Z_u - a_i)`` with
+    ``S_u = sum_j a_j e_j``, ``Z_u = sum_j a_j`` (``a_j = 1`` for the mean). Differences from the official
+    code, on purpose: the attention softmax gives padding no weight (the official one counts ``exp(0)``
+    per padded slot in its denominator), and there is no dropout on the attention weights (0 in all
+    the official configs).
 
     The tower and the normalised item table are computed once per training step (``begin_step``),
     so the positive, the negatives and the sampler's scorer see one dropout mask, and thousands of
@@ -66,10 +71,11 @@ class SimpleX(DotProductModule):
         self.value = nn.Linear(config.dim, config.dim, bias=False)  # V
         if config.aggregator != "mean":
             self.key = nn.Linear(config.dim, config.dim)  # W_k, b
-            self.attention_dropout = nn.Dropout(config.attention_dropout)
         if config.aggregator == "self_attention":
             self.attention_query = nn.Parameter(nn.init.xavier_normal_(torch.empty(config.dim, 1)))  # w_q
         self.histories = UserHistories(parts.train, config.max_len) if config.gamma < 1 else None
+        if self.histories is not None and config.aggregator == "mean":
+            self.history_mean = SparseMatrix(self.histories.mean_matrix())
         self.dropout = nn.Dropout(config.dropout)
         self._step: tuple[Tensor, Tensor] | None = None  # (queries, p_u) of the current step
         self._items: Tensor | None = None  # the normalised item table of the current step or pass
@@ -79,36 +85,57 @@ class SimpleX(DotProductModule):
 
         ``leave_out [B]``: an item per user to drop from their history (the training positive)."""
         own = self.lookup(self.user_embedding, users)  # [B, d]
-        vector = own
-        if self.histories is not None:
-            items, rows = self.histories.flat(users)  # [T], [T]
-            if leave_out is not None:
-                keep = items != leave_out[rows]
-                items, rows = items[keep], rows[keep]
-            sequence = self.lookup(self.item_embedding, items)  # [T, d]
-            pooled = self._aggregate(own, sequence, rows)
-            vector = self.gamma * own + (1 - self.gamma) * self.value(pooled)
+        if self.histories is None:
+            return self.dropout(F.normalize(own, dim=-1))
+        if self.aggregator == "mean":
+            total, weight = self._mean_terms(users)
+            shift = None
+        else:
+            total, weight, shift = self._attention_terms(users, own)
+        if leave_out is not None:
+            # Remove the positive's own term where it is in the history (it is unless truncated away).
+            item = self.lookup(self.item_embedding, leave_out)  # [B, d]
+            item_weight = self._weight_of(item, own, shift) * self.histories.contains(users, leave_out)  # [B]
+            total = total - item_weight.unsqueeze(1) * item
+            weight = weight - item_weight
+        # An empty history (or one that held only the positive) pools to a zero vector.
+        pooled = total / weight.clamp_min(1e-12).unsqueeze(1) * (weight > 1e-6).unsqueeze(1)
+        vector = self.gamma * own + (1 - self.gamma) * self.value(pooled)
         return self.dropout(F.normalize(vector, dim=-1))
 
-    def _aggregate(self, own: Tensor, sequence: Tensor, rows: Tensor) -> Tensor:
-        """``own [B, d]``, ragged history ``sequence [T, d]`` with its ``rows [T]`` -> ``[B, d]``
-        (a zero vector for an empty history)."""
-        batch = own.shape[0]
-        if self.aggregator == "mean":
-            counts = torch.bincount(rows, minlength=batch).clamp_min(1).to(sequence.dtype)  # [B]
-            weights = (1.0 / counts)[rows]  # [T]
-        else:
-            keys = torch.tanh(self.key(sequence))  # [T, d]
-            if self.aggregator == "user_attention":
-                logits = (keys * own[rows]).sum(dim=1)  # [T]
-            else:
-                logits = (keys @ self.attention_query).squeeze(1)  # [T]
-            # Softmax within each user's entries: subtract the row maximum, normalise by the row sum.
-            row_max = logits.new_full((batch,), float("-inf")).scatter_reduce(0, rows, logits, "amax")
-            exp = torch.exp(logits - row_max[rows].detach())  # [T]
-            totals = exp.new_zeros(batch).index_add(0, rows, exp)  # [B]
-            weights = self.attention_dropout(exp / totals[rows])  # [T]
-        return own.new_zeros(batch, sequence.shape[1]).index_add(0, rows, sequence * weights.unsqueeze(1))
+    def _mean_terms(self, users: Tensor) -> tuple[Tensor, Tensor]:
+        """``S_u [B, d]`` and ``Z_u [B]`` of the mean: the history sum and length."""
+        means = self.history_mean.matmul(self.item_embedding.weight)  # [U, d], every user at once
+        lengths = self.histories.lengths[users].to(means.dtype)  # [B]
+        return means.index_select(0, users) * lengths.unsqueeze(1), lengths
+
+    def _attention_terms(self, users: Tensor, own: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``S_u = sum_j a_j e_j`` ``[B, d]``, ``Z_u = sum_j a_j`` ``[B]`` and ``m_u`` ``[B]``, with
+        ``a_j = exp(logit_j - m_u)``, ``m_u`` the user's largest logit, over each distinct user's history."""
+        distinct, inverse = torch.unique(users, return_inverse=True)  # [V], [B]
+        items, rows = self.histories.flat(distinct)  # [T], [T]
+        sequence = self.lookup(self.item_embedding, items)  # [T, d]
+        distinct_own = self.lookup(self.user_embedding, distinct)  # [V, d]
+        logits = self._logits(sequence, distinct_own[rows])  # [T]
+        top = logits.detach().new_full((len(distinct),), float("-inf")).scatter_reduce(0, rows, logits.detach(), "amax")
+        weights = torch.exp(logits - top[rows])  # [T]
+        totals = sequence.new_zeros(len(distinct), sequence.shape[1]).index_add(0, rows, sequence * weights.unsqueeze(1))
+        norms = weights.new_zeros(len(distinct)).index_add(0, rows, weights)
+        return totals[inverse], norms[inverse], top[inverse]
+
+    def _logits(self, items: Tensor, own: Tensor) -> Tensor:
+        """Attention logits of history items ``items [n, d]`` for users ``own [n, d]`` -> ``[n]``."""
+        keys = torch.tanh(self.key(items))  # [n, d]
+        if self.aggregator == "user_attention":
+            return (keys * own).sum(dim=1)
+        return (keys @ self.attention_query).squeeze(1)
+
+    def _weight_of(self, item: Tensor, own: Tensor, shift: Tensor | None) -> Tensor:
+        """``a_i [B]``: the weight the history sum gave item ``item [B, d]``: 1 for the mean, else
+        ``exp(logit_i - m_u)`` with the sum's ``shift = m_u [B]``."""
+        if shift is None:
+            return item.new_ones(item.shape[0])
+        return torch.exp(self._logits(item, own) - shift)
 
     def begin_step(self, queries: Tensor, positives: Tensor) -> None:
         self._step = (queries, self.user_tower(queries, leave_out=positives))
