@@ -1,0 +1,50 @@
+"""The LightningDataModule of a session split: shuffled next-item batches, fixed evaluation batches."""
+
+from __future__ import annotations
+
+import lightning.pytorch as L
+
+from recsys.data.sessions.batching import ShuffledSessions
+from recsys.data.sessions.sessions import SessionSplit
+
+__all__ = ["SessionDataModule"]
+
+
+class SessionDataModule(L.LightningDataModule):
+    """Train on ``split.train``, validate on ``split.valid``, test on ``split.test``.
+
+    Every loader yields ``(inputs [B, max_len], targets [B, max_len])`` long tensors: item id + 1, 0 for
+    padding (see ``recsys.data.sessions.batching``). Training batches are reshuffled each epoch;
+    evaluation batches keep the sessions' stored order. A split without validation sessions gives an
+    empty validation loader, which Lightning skips.
+
+    Args:
+        split: the sessions.
+        batch_size: sessions per training batch.
+        eval_batch_size: sessions per validation/test batch.
+        max_len: model input length; each session contributes its last ``max_len + 1`` events.
+        seed: shuffling seed (epoch ``e`` uses ``seed + e``).
+    """
+
+    def __init__(self, split: SessionSplit, batch_size: int, eval_batch_size: int, max_len: int = 50,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.split = split
+        self.max_len = max_len
+        self._train = ShuffledSessions(split.train, batch_size, max_len, seed)
+        self._valid = ShuffledSessions(split.valid, eval_batch_size, max_len, shuffle=False)
+        self._test = ShuffledSessions(split.test, eval_batch_size, max_len, shuffle=False)
+
+    @property
+    def n_items(self) -> int:
+        """Items in the id space; the embedding table needs ``n_items + 1`` rows (row 0: padding)."""
+        return self.split.n_items
+
+    def train_dataloader(self) -> ShuffledSessions:
+        return self._train
+
+    def val_dataloader(self) -> ShuffledSessions:
+        return self._valid
+
+    def test_dataloader(self) -> ShuffledSessions:
+        return self._test

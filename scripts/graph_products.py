@@ -1,0 +1,75 @@
+"""Time the ways to multiply LightGCN's normalised interaction block by an embedding table on CPU.
+
+One propagation layer is ``R~ E_i`` and ``R~^T E_u`` (see recsys/models/graph.py). Prints the median
+milliseconds of the forward product and of forward + backward for: torch.sparse.mm on CSR (autograd's
+backward), scipy's CSR product (forward only), and recsys's SparseMatrix (embedding_bag with the
+transpose's product as the backward).
+
+    python scripts/graph_products.py --data-root ../shared/data --config configs/gowalla/lightgcn.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recsys.config import load_config
+from recsys.data.loading import load_split
+from recsys.models.graph import normalized_blocks
+from recsys.models.sparse import SparseMatrix
+
+
+def _median_ms(function, repeats: int = 10) -> float:
+    function()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/gowalla/lightgcn.yaml"))
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--dim", type=int, default=64)
+    args = parser.parse_args()
+    config = load_config(args.config)
+    split = load_split(config.data, args.data_root, config.seed, None)
+    block, _ = normalized_blocks(split.train)
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    csr = torch.sparse_csr_tensor(
+        torch.from_numpy(block.indptr.astype(np.int64)), torch.from_numpy(block.indices.astype(np.int64)),
+        torch.from_numpy(block.data), size=block.shape,
+    )
+    matrix = SparseMatrix(block)
+    items = torch.randn(block.shape[1], args.dim)
+    leaf = items.clone().requires_grad_()
+
+    def backward(product) -> None:
+        leaf.grad = None
+        product(leaf).sum().backward()
+
+    rows = [
+        ("torch.sparse.mm, CSR", _median_ms(lambda: torch.sparse.mm(csr, items)),
+         _median_ms(lambda: backward(lambda x: torch.sparse.mm(csr, x)), repeats=5)),
+        ("scipy CSR @ dense", _median_ms(lambda: block @ items.numpy()), float("nan")),
+        ("SparseMatrix (embedding_bag, transpose backward)", _median_ms(lambda: matrix.matmul(items)),
+         _median_ms(lambda: backward(matrix.matmul))),
+    ]
+    print(f"{config.data.name}: [{block.shape[0]:,} x {block.shape[1]:,}], {block.nnz:,} entries, d {args.dim}, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| product | forward ms | forward + backward ms |\n|---|---|---|")
+    for name, forward, both in rows:
+        print(f"| {name} | {forward:.1f} | {both:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

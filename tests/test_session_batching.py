@@ -1,0 +1,103 @@
+"""Session batches: left-padded windows, next-item targets, and seeded, deterministic DataModule batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys.data.sessions import (
+    SessionDataModule,
+    Sessions,
+    SessionSplit,
+    ShuffledSessions,
+    last_events,
+    next_item_pairs,
+)
+
+
+def _sessions(rows: list[list[int]], n_items: int) -> Sessions:
+    """Sessions whose session ``s`` has the item ids ``rows[s]`` (original ids = internal ids)."""
+    lengths = [len(row) for row in rows]
+    items = np.array([item for row in rows for item in row], dtype=np.int64)
+    return Sessions(
+        items=items,
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        timestamps=np.arange(len(items), dtype=np.float64),
+        session_ids=pl.Series(range(len(rows))),
+        item_ids=pl.Series(range(n_items)),
+        n_items=n_items,
+    )
+
+
+ROWS = [[0, 1, 2], [3], [4, 5, 6, 7, 8], [2, 2]]
+SESSIONS = _sessions(ROWS, n_items=9)
+
+
+def test_last_events_left_pads_and_truncates() -> None:
+    padded = last_events(SESSIONS, max_len=4)
+    # Item ids + 1; 0 is padding on the left; session 2 keeps its last 4 of 5 events.
+    assert padded.dtype == torch.long
+    assert padded.tolist() == [[0, 1, 2, 3], [0, 0, 0, 4], [6, 7, 8, 9], [0, 0, 3, 3]]
+    assert last_events(SESSIONS, max_len=2, rows=torch.tensor([2, 0])).tolist() == [[8, 9], [2, 3]]
+
+
+def test_next_item_pairs_are_zero_at_padding() -> None:
+    inputs, targets = next_item_pairs(last_events(SESSIONS, max_len=4))
+    assert inputs.tolist() == [[0, 1, 2], [0, 0, 0], [6, 7, 8], [0, 0, 3]]
+    assert targets.tolist() == [[0, 2, 3], [0, 0, 0], [7, 8, 9], [0, 0, 3]]
+    assert (targets[inputs == 0] == 0).all()
+
+
+def test_shuffled_sessions_cover_every_session_once_per_epoch() -> None:
+    batches = ShuffledSessions(SESSIONS, batch_size=3, max_len=3, seed=5)
+    assert len(batches) == 2
+    expected_inputs, expected_targets = next_item_pairs(last_events(SESSIONS, max_len=4))
+    for _ in range(2):
+        inputs, targets = (torch.cat(parts) for parts in zip(*batches, strict=True))
+        assert inputs.shape == targets.shape == (4, 3)
+        # Rows are whole sessions: sorting both sides by row content gives the same rows.
+        assert sorted(inputs.tolist()) == sorted(expected_inputs.tolist())
+        assert sorted(zip(inputs.tolist(), targets.tolist())) == sorted(
+            zip(expected_inputs.tolist(), expected_targets.tolist())
+        )
+
+
+def _split(n_sessions: int = 40) -> SessionSplit:
+    generator = np.random.default_rng(0)
+    rows = [generator.integers(0, 20, size=generator.integers(2, 12)).tolist() for _ in range(n_sessions)]
+    return SessionSplit(train=_sessions(rows, 20), valid=_sessions(rows[:7], 20), test=_sessions(rows[7:], 20))
+
+
+def _same(first: list[tuple[torch.Tensor, torch.Tensor]], second: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether two epochs gave equal batches, in the same order."""
+    return len(first) == len(second) and all(
+        torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(first, second, strict=True)
+    )
+
+
+def test_datamodule_is_deterministic_for_a_seed() -> None:
+    split = _split()
+    first, again = SessionDataModule(split, 8, 16, max_len=5, seed=3), SessionDataModule(split, 8, 16, 5, seed=3)
+    other = SessionDataModule(split, 8, 16, max_len=5, seed=4)
+    assert first.n_items == 20 and len(first.train_dataloader()) == 5
+    epoch_one = list(first.train_dataloader())
+    assert all(inputs.shape == targets.shape and inputs.shape[1] == 5 for inputs, targets in epoch_one)
+    assert _same(epoch_one, list(again.train_dataloader()))
+    assert not _same(epoch_one, list(other.train_dataloader()))
+    # A new epoch is a new order (seed + 1), the same for both modules.
+    epoch_two = list(first.train_dataloader())
+    assert not _same(epoch_one, epoch_two)
+    assert _same(epoch_two, list(again.train_dataloader()))
+
+
+def test_evaluation_batches_keep_order_and_shape() -> None:
+    split = _split()
+    module = SessionDataModule(split, batch_size=8, eval_batch_size=16, max_len=5, seed=0)
+    for loader, part in ((module.val_dataloader(), split.valid), (module.test_dataloader(), split.test)):
+        inputs, targets = (torch.cat(parts) for parts in zip(*loader, strict=True))
+        expected_inputs, expected_targets = next_item_pairs(last_events(part, max_len=6))
+        assert torch.equal(inputs, expected_inputs) and torch.equal(targets, expected_targets)
+        assert all(batch_inputs.shape[0] <= 16 for batch_inputs, _ in loader)
+        # Every session has >= 2 events, so each row has a target to rank.
+        assert ((targets > 0).sum(dim=1) >= 1).all()
