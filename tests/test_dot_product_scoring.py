@@ -54,3 +54,33 @@ def test_shared_candidates_score_by_one_gemm() -> None:
     queries = torch.tensor([1, 2, 4])
     shared = torch.tensor([[5, 7, 39]]).expand(3, 3)
     torch.testing.assert_close(model.score(queries, shared), _reference(model, queries, shared.contiguous()))
+
+
+class _Fixed(torch.nn.Module):
+    """Returns the same negatives every call (the scoring path under test, not a sampler)."""
+
+    def __init__(self, negatives) -> None:
+        super().__init__()
+        self.negatives = negatives
+
+    def forward(self, queries, positives, scorer):
+        return self.negatives
+
+
+def test_training_step_scores_pooled_windows_like_gathered_rows() -> None:
+    from dataclasses import replace
+
+    sampler = UniformSampler(40, n_negatives=3, pool=8, seed=3)
+    queries, positives = torch.tensor([0, 1, 5, 5]), torch.tensor([2, 9, 9, 30])
+    negatives = sampler(queries, positives, None)
+    assert negatives.extras["pool"][negatives.extras["pool_index"]].equal(negatives.items)
+    losses, grads = [], []
+    for drawn in (negatives, replace(negatives, extras={})):
+        model = _mf(n_items=40)
+        model.sampler = _Fixed(drawn)
+        loss = model.training_step((queries, positives), 0)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(model.item_embedding.weight.grad.clone())
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.testing.assert_close(grads[0], grads[1])

@@ -23,6 +23,7 @@ from recsys.embeddings import lookup
 from recsys.interfaces import Loss, Negatives, RankingBatch, RankingEvaluator
 from recsys.models.optimizers import OptimizerName, build_optimizer
 from recsys.samplers.diagnostics import SamplerProbe
+from recsys.samplers.pool import pooled
 
 __all__ = ["DotProductModule", "RecommenderModule", "TrainingParts"]
 
@@ -172,6 +173,12 @@ class RecommenderModule(L.LightningModule):
             # One set of negatives for all queries: score it once per query with one GEMM-shaped call.
             pos_scores = self.score(queries, positives.unsqueeze(1))[:, 0]  # [B]
             neg_scores = self.score(queries, negatives.items)  # [B, N]
+        elif pooled(negatives):
+            # Windows of one per-batch pool: score the pool with one GEMM, then pick each window.
+            pos_scores = self.score(queries, positives.unsqueeze(1))[:, 0]  # [B]
+            pool = negatives.extras["pool"]  # [P]
+            pool_scores = self.score(queries, pool.unsqueeze(0).expand(len(queries), -1))  # [B, P]
+            neg_scores = pool_scores.gather(1, negatives.extras["pool_index"])  # [B, N]
         else:
             items = torch.cat([positives.unsqueeze(1), negatives.items], dim=1)  # [B, 1 + N]
             scores = self.score(queries, items)  # [B, 1 + N]

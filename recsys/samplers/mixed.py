@@ -51,6 +51,9 @@ class MixedSampler(Sampler):
         extras: dict[str, Tensor] = {}
         for negatives in drawn:
             extras.update(negatives.extras)
+        # A part's pool layout does not describe the joined negatives.
+        extras.pop("pool", None)
+        extras.pop("pool_index", None)
         pos_weight = drawn[0].pos_weight
         for negatives in drawn[1:]:
             pos_weight = pos_weight * negatives.pos_weight

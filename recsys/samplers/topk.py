@@ -12,6 +12,7 @@ from recsys.data.interactions import Interactions
 from recsys.interfaces import Negatives, ScoreFn, Section
 from recsys.samplers.base import Sampler
 from recsys.samplers.nested import NestedSampler
+from recsys.samplers.pool import pooled
 from recsys.samplers.uniform import UniformConfig
 
 __all__ = ["TopKConfig", "TopKSampler", "candidate_scores", "check_candidates", "select", "with_candidates"]
@@ -102,7 +103,7 @@ class TopKSampler(Sampler):
 
 def candidate_scores(candidates: Negatives, scorer: ScoreFn) -> Tensor:
     """``[B, M]`` scores of the candidates; a pooled base's pool is scored once, as one GEMM."""
-    if "pool" in candidates.extras:
+    if pooled(candidates):
         pool = candidates.extras["pool"]  # [P]
         pool_scores = scorer(pool.unsqueeze(0).expand(candidates.items.shape[0], -1))  # [B, P]
         return pool_scores.gather(1, candidates.extras["pool_index"])
