@@ -13,6 +13,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from recsys.errors import DataError, UserError
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="configs to time (default: configs/ml-100k/mf_bpr.yaml configs/gowalla/mf_bpr.yaml)")
     speed.add_argument("--epochs", type=int, default=10, help="epochs per config (median reported)")
     speed.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    speed.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every config")
     _common(speed)
     speed.set_defaults(handler=_bench_speed)
     samplers = bench_commands.add_parser("samplers", help="sampler throughput and the step cost of each sampler")
@@ -195,7 +197,7 @@ def _stop_group(process: subprocess.Popen) -> None:
 def _bench_speed(args: argparse.Namespace) -> int:
     from recsys.bench.speed import run_speed_benchmark
 
-    return _bench(args, run_speed_benchmark)
+    return _bench(args, partial(run_speed_benchmark, overrides=args.overrides))
 
 
 def _bench_samplers(args: argparse.Namespace) -> int:
