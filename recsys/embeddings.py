@@ -7,7 +7,7 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["embedding_table", "lookup"]
+__all__ = ["embedding_tables", "lookup"]
 
 
 def lookup(table: nn.Embedding, ids: Tensor) -> Tensor:
@@ -25,13 +25,18 @@ def lookup(table: nn.Embedding, ids: Tensor) -> Tensor:
 Init = Literal["normal", "xavier_normal", "xavier_uniform"]
 
 
-def embedding_table(rows: int, dim: int, init: Init = "normal", std: float = 0.1) -> nn.Embedding:
-    """A ``[rows, dim]`` embedding table initialised by ``init`` (``std`` for ``normal``)."""
-    table = nn.Embedding(rows, dim)
-    if init == "xavier_normal":
-        nn.init.xavier_normal_(table.weight)
-    elif init == "xavier_uniform":
-        nn.init.xavier_uniform_(table.weight)
-    else:
-        nn.init.normal_(table.weight, std=std)
-    return table
+def embedding_tables(n_users: int, n_items: int, dim: int, init: Init = "normal", std: float = 0.1) -> tuple[nn.Embedding, nn.Embedding]:
+    """A user and an item table ``[n, dim]`` initialised by ``init`` (``std`` for ``normal``).
+
+    Both are built before either is initialised: that fixes the order of random draws, so a seed
+    gives the same initial weights as it did when each model built its tables itself.
+    """
+    tables = (nn.Embedding(n_users, dim), nn.Embedding(n_items, dim))
+    for table in tables:
+        if init == "xavier_normal":
+            nn.init.xavier_normal_(table.weight)
+        elif init == "xavier_uniform":
+            nn.init.xavier_uniform_(table.weight)
+        else:
+            nn.init.normal_(table.weight, std=std)
+    return tables

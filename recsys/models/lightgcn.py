@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor
 
-from recsys.embeddings import embedding_table
+from recsys.embeddings import embedding_tables
 from recsys.errors import ConfigError
 from recsys.interfaces import Negatives, Section
 from recsys.models.base import DotProductModule, TrainingParts
@@ -51,8 +51,9 @@ class LightGCN(DotProductModule):
         self.layers = config.layers
         self.reg_weight = config.reg_weight
         self.graph = NormalizedBipartiteGraph(parts.train)
-        self.user_embedding = embedding_table(parts.n_users, config.dim, config.init, config.init_std)
-        self.item_embedding = embedding_table(parts.n_items, config.dim, config.init, config.init_std)
+        self.user_embedding, self.item_embedding = embedding_tables(
+            parts.n_users, parts.n_items, config.dim, config.init, config.init_std
+        )
         self._final: tuple[Tensor, Tensor] | None = None
 
     def propagate(self) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor
 
-from recsys.embeddings import embedding_table
+from recsys.embeddings import embedding_tables
 from recsys.interfaces import Section
 from recsys.models.base import DotProductModule, TrainingParts
 
@@ -36,8 +36,9 @@ class MatrixFactorization(DotProductModule):
 
     def __init__(self, config: MFConfig, parts: TrainingParts) -> None:
         super().__init__(parts)
-        self.user_embedding = embedding_table(parts.n_users, config.dim, config.init, config.init_std)
-        self.item_embedding = embedding_table(parts.n_items, config.dim, config.init, config.init_std)
+        self.user_embedding, self.item_embedding = embedding_tables(
+            parts.n_users, parts.n_items, config.dim, config.init, config.init_std
+        )
 
     def query_embeddings(self, queries: Tensor) -> Tensor:
         return self.lookup(self.user_embedding, queries)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from recsys.embeddings import embedding_table
+from recsys.embeddings import embedding_tables
 from recsys.errors import ConfigError
 from recsys.interfaces import Negatives, Section
 from recsys.models.base import DotProductModule, TrainingParts
@@ -66,8 +66,9 @@ class SimpleX(DotProductModule):
         self.gamma = config.gamma
         self.aggregator = config.aggregator
         self.l2 = config.l2
-        self.user_embedding = embedding_table(parts.n_users, config.dim, "normal", config.init_std)
-        self.item_embedding = embedding_table(parts.n_items, config.dim, "normal", config.init_std)
+        self.user_embedding, self.item_embedding = embedding_tables(
+            parts.n_users, parts.n_items, config.dim, "normal", config.init_std
+        )
         self.value = nn.Linear(config.dim, config.dim, bias=False)  # V
         if config.aggregator != "mean":
             self.key = nn.Linear(config.dim, config.dim)  # W_k, b
