@@ -1,10 +1,12 @@
 """A fixed sparse matrix with fast differentiable products ``M x`` and ``M^T y``.
 
 Each product is one ``embedding_bag`` (a weighted sum of rows per CSR row): on this 2-core CPU,
-``M @ x`` for Gowalla's ``[29,858 x 40,981]`` interaction matrix (737k entries, d 64) measured 1.3 ms,
-against 7 ms for scipy's CSR product and 36 ms for ``torch.sparse.mm`` on CSR. Autograd's own backward
-of either is slow (``embedding_bag`` 73 ms; the CSR ``mm`` ~8x its forward), and needless: the
-gradient of ``M x`` is ``M^T g``, the transpose's forward product, kept here as a second CSR.
+``M @ x`` for Gowalla's normalised ``[29,858 x 40,981]`` interaction matrix (737k entries, d 64)
+measured 1.2-1.3 ms, against 3.7-5.9 ms for ``torch.sparse.mm`` on CSR and 7.3 ms for scipy's CSR
+product. Autograd's own backward of either is slow (forward + backward 33 ms through
+``embedding_bag``, 34-48 ms through the CSR ``mm``), and needless: the gradient of ``M x`` is
+``M^T g``, the transpose's forward product, kept here as a second CSR (forward + backward 3.9 ms;
+``scripts/graph_products.py``).
 """
 
 from __future__ import annotations
