@@ -173,8 +173,11 @@ class RecommenderModule(L.LightningModule):
             # One set of negatives for all queries: score it once per query with one GEMM-shaped call.
             pos_scores = self.score(queries, positives.unsqueeze(1))[:, 0]  # [B]
             neg_scores = self.score(queries, negatives.items)  # [B, N]
-        elif pooled(negatives):
-            # Windows of one per-batch pool: score the pool with one GEMM, then pick each window.
+        elif pooled(negatives) and (
+            negatives.extras["pool"].shape[0] <= _GEMM_GRAD_ITEMS_PER_CANDIDATE * negatives.items.shape[1]
+        ):
+            # Windows of one per-batch pool: score the pool with one GEMM, then pick each window (when
+            # the pool is small against the windows; a top-1 of a pool of 256 gathers its one row).
             pos_scores = self.score(queries, positives.unsqueeze(1))[:, 0]  # [B]
             pool = negatives.extras["pool"]  # [P]
             pool_scores = self.score(queries, pool.unsqueeze(0).expand(len(queries), -1))  # [B, P]
