@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-import polars as pl
 import pytest
 
 from recsys.config import resolve_config
@@ -15,6 +13,7 @@ from recsys.samplers.in_batch import InBatchConfig
 from recsys.samplers.popularity import PopularityConfig
 from recsys.samplers.topk import TopKSampler
 from recsys.samplers.uniform import UniformConfig, UniformSampler
+from tests.factories import rows_interactions
 
 MINIMAL = {"data": {"name": "sample"}, "model": {"name": "mf"}}
 TOPK = "sampler.name=topk"
@@ -22,14 +21,7 @@ NEEDS_NAME = "a nested sampler section needs a name"
 
 
 def _train() -> Interactions:
-    return Interactions(
-        users=np.array([0, 0, 1], dtype=np.int32),
-        items=np.array([0, 1, 2], dtype=np.int32),
-        n_users=2,
-        n_items=20,
-        user_ids=pl.Series(["a", "b"]),
-        item_ids=pl.Series([f"i{i}" for i in range(20)]),
-    )
+    return rows_interactions([[0, 1], [2]], 20)
 
 
 def _error(overrides: list[str]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import polars as pl
 import pytest
 import scipy.stats
 import torch
@@ -18,12 +17,12 @@ from factories import rows_csr
 from pydantic import ValidationError
 from torch import Tensor
 
-from recsys.data.interactions import Interactions
 from recsys.interfaces import Negatives, ScoreFn
 from recsys.samplers import SAMPLERS
 from recsys.samplers.ambiguous import AmbiguousConfig, AmbiguousSampler
 from recsys.samplers.base import Sampler
 from recsys.samplers.uniform import UniformSampler
+from tests.factories import rows_interactions
 
 
 class _FixedCandidates(Sampler):
@@ -175,14 +174,7 @@ def test_same_seed_same_picks() -> None:
 
 
 def test_from_config_sets_the_candidate_count_and_seeds() -> None:
-    train = Interactions(
-        users=np.array([0, 0, 1], dtype=np.int32),
-        items=np.array([1, 2, 3], dtype=np.int32),
-        n_users=2,
-        n_items=40,
-        user_ids=pl.Series(["a", "b"]),
-        item_ids=pl.Series([f"i{i}" for i in range(40)]),
-    )
+    train = rows_interactions([[1, 2], [3]], 40)
     sampler = SAMPLERS.build(AmbiguousConfig(n_negatives=3, candidates=16, a=2.0, b=-1.0), train, 7)
     assert isinstance(sampler, AmbiguousSampler)
     assert (sampler.n_negatives, sampler.a, sampler.b, sampler.seed) == (3, 2.0, -1.0, 7)

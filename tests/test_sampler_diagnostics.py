@@ -7,7 +7,6 @@ that returns negatives fixed in advance per user, so every figure has a number w
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 from torch import Tensor
@@ -20,22 +19,14 @@ from recsys.samplers.diagnostics import SamplerProbe
 from recsys.samplers.mnar import MNARSampler
 from recsys.samplers.noisy_label_robust import NoisyLabelRobustSampler
 from recsys.samplers.uniform import UniformSampler
+from tests.factories import rows_interactions
 
 CPU = torch.device("cpu")
 N_ITEMS = 10
 
 
 def _interactions(rows: list[list[int]], n_items: int = N_ITEMS) -> Interactions:
-    users = np.repeat(np.arange(len(rows)), [len(row) for row in rows]).astype(np.int32)
-    items = np.array([item for row in rows for item in row], dtype=np.int32)
-    return Interactions(
-        users=users,
-        items=items,
-        n_users=len(rows),
-        n_items=n_items,
-        user_ids=pl.Series([f"u{u}" for u in range(len(rows))]),
-        item_ids=pl.Series([f"i{i}" for i in range(n_items)]),
-    )
+    return rows_interactions(rows, n_items)
 
 
 # Item counts in train: item 0: 1, item 1: 2, item 2: 3, item 4: 1, the others 0.

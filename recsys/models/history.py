@@ -37,15 +37,13 @@ class UserHistories(nn.Module):
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         position = np.arange(len(users)) - starts[users]  # 0-based rank within the user
         keep = position >= (counts - max_len)[users]
-        self._users, self._items = users[keep], items[keep]  # for mean_matrix
+        users, items = users[keep], items[keep]
         kept = np.minimum(counts, max_len)
-        self.register_buffer("items", torch.from_numpy(self._items.copy()), persistent=False)
+        self.register_buffer("items", torch.from_numpy(items), persistent=False)
         self.register_buffer("offsets", torch.from_numpy(np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)),
                              persistent=False)
         self.register_buffer("lengths", torch.from_numpy(kept.astype(np.int64)), persistent=False)
-        history = sp.csr_array((np.ones(len(self._items), dtype=np.float32), (self._users, self._items)),
-                               shape=(train.n_users, train.n_items))
-        self.members = PositiveSet(history, backend="keys")
+        self.members = PositiveSet(self._matrix(np.ones(len(items), dtype=np.float32)), backend="keys")
 
     def flat(self, users: Tensor) -> tuple[Tensor, Tensor]:
         """``users [B]`` -> the batch's history entries, ragged: ``items [T]`` and ``rows [T]`` (the
@@ -64,6 +62,11 @@ class UserHistories(nn.Module):
 
     def mean_matrix(self) -> sp.csr_array:
         """``[U, I]`` with ``1 / |H_u|`` at each of user ``u``'s history items."""
-        weights = 1.0 / np.maximum(np.bincount(self._users, minlength=self.n_users), 1)
-        return sp.csr_array((weights[self._users].astype(np.float32), (self._users, self._items)),
-                            shape=(self.n_users, self.n_items))
+        lengths = self.lengths.cpu().numpy()
+        return self._matrix(np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32))
+
+    def _matrix(self, values: np.ndarray) -> sp.csr_array:
+        """``[U, I]`` CSR with ``values [T]`` at the kept history entries (rows in user order)."""
+        # Copies: scipy may sort the indices in place, and the buffers keep history (time) order.
+        indices, indptr = self.items.cpu().numpy().copy(), self.offsets.cpu().numpy().copy()
+        return sp.csr_array((values, indices, indptr), shape=(self.n_users, self.n_items))
