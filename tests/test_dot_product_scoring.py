@@ -78,7 +78,7 @@ def test_training_step_scores_pooled_windows_like_gathered_rows() -> None:
     for drawn in (negatives, replace(negatives, extras={})):
         model = _mf(n_items=40)
         model.sampler = _Fixed(drawn)
-        loss = model.training_step((queries, positives), 0)
+        loss = model.training_loss((queries, positives))
         loss.backward()
         losses.append(loss.detach())
         grads.append(model.item_embedding.weight.grad.clone())

@@ -113,7 +113,7 @@ def test_one_propagation_per_training_step_and_per_evaluation_pass() -> None:
     calls = []
     original = model.propagate
     model.propagate = lambda: calls.append(1) or original()  # type: ignore[method-assign]
-    loss = model.training_step((torch.tensor([0, 1, 2]), torch.tensor([1, 3, 0])), 0)
+    loss = model.training_loss((torch.tensor([0, 1, 2]), torch.tensor([1, 3, 0])))
     loss.backward()
     assert len(calls) == 1
     assert model.user_embedding.weight.grad is not None and model.item_embedding.weight.grad.abs().sum() > 0

@@ -142,7 +142,7 @@ def test_one_dropout_mask_per_step() -> None:
 
 def test_training_step_runs_and_reaches_the_tower() -> None:
     model = _model(aggregator="user_attention", gamma=0.5, l2=1e-3).train()
-    loss = model.training_step((torch.tensor([0, 1, 3]), torch.tensor([1, 3, 4])), 0)
+    loss = model.training_loss((torch.tensor([0, 1, 3]), torch.tensor([1, 3, 4])))
     loss.backward()
     assert model.value.weight.grad is not None and model.key.weight.grad is not None
     assert model.user_embedding.weight.grad is not None
