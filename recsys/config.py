@@ -230,6 +230,10 @@ def _check_across_sections(config: ExperimentConfig, source: str) -> None:
                 f"{source}: loss.name: sampler {paired_sampler!r} and loss {paired_loss!r} go together "
                 f"(got sampler {sampler!r} with loss {loss!r})"
             )
+    sequential = getattr(type(config.model), "session_model", False)  # a ClassVar of session models
+    if sequential != config.data.sessions:
+        needs = "session data (data.format: yoochoose|diginetica|otto)" if sequential else "user-item data"
+        raise ConfigError(f"{source}: model.name: {config.model.name!r} trains on {needs}; data {config.data.name!r} is not")  # type: ignore[attr-defined]
     monitor = config.train.monitor
     computed = config.eval.metric_names()
     if not monitor.startswith("val/") or monitor.removeprefix("val/") not in computed:

@@ -22,7 +22,8 @@ import yaml
 from recsys.config import ExperimentConfig
 from recsys.data.datamodule import InteractionDataModule
 from recsys.data.interactions import Split
-from recsys.data.loading import load_split
+from recsys.data.loading import load_session_split, load_split
+from recsys.data.sessions import SessionDataModule, SessionSplit
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation.evaluator import FullRankingEvaluator
 from recsys.losses import LOSSES
@@ -47,26 +48,40 @@ class ExperimentResult:
     history: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
-def build_model(config: ExperimentConfig, split: Split) -> RecommenderModule:
-    """The configured model with its sampler, loss and evaluator injected."""
+def build_model(config: ExperimentConfig, split: Split | SessionSplit) -> RecommenderModule:
+    """The configured model with its sampler, loss and evaluator injected.
+
+    For sessions, the samplers see each training session as a user of its items, and there is no
+    sampler probe (its diagnostics are defined on users' held-out items).
+    """
+    if isinstance(split, SessionSplit):
+        train, n_users, probe = split.train.interactions(), len(split.train), None
+    else:
+        train, n_users = split.train, split.n_users
+        probe = SamplerProbe(split.train, split.valid, seed=config.seed)
     parts = TrainingParts(
-        n_users=split.n_users,
+        n_users=n_users,
         n_items=split.n_items,
-        sampler=SAMPLERS.build(config.sampler, split.train, config.seed),
+        sampler=SAMPLERS.build(config.sampler, train, config.seed),
         loss=LOSSES.build(config.loss),
         evaluator=FullRankingEvaluator.from_config(config.eval),
         optimizer=config.train.optimizer,
         lr=config.train.lr,
         weight_decay=config.train.weight_decay,
-        probe=SamplerProbe(split.train, split.valid, seed=config.seed),
-        train=split.train,
+        probe=probe,
+        train=train,
     )
     return MODELS.build(config.model, parts)
 
 
 def _prepare(
     config: ExperimentConfig, data_root: Path, cache_dir: Path | None
-) -> tuple[Split, InteractionDataModule, RecommenderModule]:
+) -> tuple[Split | SessionSplit, InteractionDataModule | SessionDataModule, RecommenderModule]:
+    if config.data.sessions:
+        sessions = load_session_split(config.data, data_root)
+        max_len = config.model.max_len  # type: ignore[attr-defined]  (checked: a session model)
+        datamodule = SessionDataModule(sessions, config.train.batch_size, config.eval.batch_size, max_len, config.seed)
+        return sessions, datamodule, build_model(config, sessions)
     split = load_split(config.data, data_root, config.seed, cache_dir)
     datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed)
     return split, datamodule, build_model(config, split)
@@ -169,8 +184,15 @@ def _trainer(config: ExperimentConfig, scratch: str, callbacks: list, progress: 
     return trainer, logger
 
 
-def split_statistics(split: Split) -> dict[str, int]:
-    """Sizes a reader of a run needs to interpret it: id spaces, interactions and users per part."""
+def split_statistics(split: Split | SessionSplit) -> dict[str, int]:
+    """Sizes a reader of a run needs to interpret it: id spaces, interactions and users per part
+    (sessions and events per part for sessions)."""
+    if isinstance(split, SessionSplit):
+        statistics = {"n_items": split.n_items}
+        for name, sessions in split.parts().items():
+            statistics[f"{name}_sessions"] = len(sessions)
+            statistics[f"{name}_events"] = sessions.n_events
+        return statistics
     statistics = {"n_users": split.n_users, "n_items": split.n_items}
     for name, part in split.parts().items():
         statistics[f"{name}_interactions"] = len(part)
@@ -178,7 +200,7 @@ def split_statistics(split: Split) -> dict[str, int]:
     return statistics
 
 
-def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str, split: Split):
+def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str, split: Split | SessionSplit):
     from recsys.tracking.environment import environment_tags
     from recsys.tracking.run import TrackedRun
 
@@ -215,14 +237,16 @@ class _Started:
         self.run.__exit__(*exc_info)
 
 
-def _result(run_id: str, model: RecommenderModule, history, split: Split, stage: str) -> ExperimentResult:
+def _result(run_id: str, model: RecommenderModule, history, split: Split | SessionSplit, stage: str) -> ExperimentResult:
     per_query = model.per_query.get(stage, {})
     per_user = None
     if per_query:
         queries = per_query["queries"].numpy()
+        # Sessions: one query per predicted event, numbered in the test sessions' stored order.
+        key = ("prediction", queries) if isinstance(split, SessionSplit) else ("user", split.train.user_ids.gather(queries))
         per_user = pl.DataFrame(
             {
-                "user": split.train.user_ids.gather(queries),
+                key[0]: key[1],
                 **{name: values.numpy() for name, values in per_query.items() if name != "queries"},
             }
         )

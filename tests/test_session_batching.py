@@ -54,8 +54,11 @@ def test_shuffled_sessions_cover_every_session_once_per_epoch() -> None:
     assert len(batches) == 2
     expected_inputs, expected_targets = next_item_pairs(last_events(SESSIONS, max_len=4))
     for _ in range(2):
-        inputs, targets = (torch.cat(parts) for parts in zip(*batches, strict=True))
+        sessions, inputs, targets = (torch.cat(parts) for parts in zip(*batches, strict=True))
         assert inputs.shape == targets.shape == (4, 3)
+        assert sorted(sessions.tolist()) == [0, 1, 2, 3]
+        # Each row is the session its index names.
+        assert torch.equal(inputs, expected_inputs[sessions]) and torch.equal(targets, expected_targets[sessions])
         # Rows are whole sessions: sorting both sides by row content gives the same rows.
         assert sorted(inputs.tolist()) == sorted(expected_inputs.tolist())
         assert sorted(zip(inputs.tolist(), targets.tolist())) == sorted(
@@ -69,10 +72,11 @@ def _split(n_sessions: int = 40) -> SessionSplit:
     return SessionSplit(train=_sessions(rows, 20), valid=_sessions(rows[:7], 20), test=_sessions(rows[7:], 20))
 
 
-def _same(first: list[tuple[torch.Tensor, torch.Tensor]], second: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+def _same(first: list[tuple[torch.Tensor, ...]], second: list[tuple[torch.Tensor, ...]]) -> bool:
     """Whether two epochs gave equal batches, in the same order."""
     return len(first) == len(second) and all(
-        torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(first, second, strict=True)
+        all(torch.equal(a, b) for a, b in zip(one, other, strict=True))
+        for one, other in zip(first, second, strict=True)
     )
 
 
@@ -82,7 +86,7 @@ def test_datamodule_is_deterministic_for_a_seed() -> None:
     other = SessionDataModule(split, 8, 16, max_len=5, seed=4)
     assert first.n_items == 20 and len(first.train_dataloader()) == 5
     epoch_one = list(first.train_dataloader())
-    assert all(inputs.shape == targets.shape and inputs.shape[1] == 5 for inputs, targets in epoch_one)
+    assert all(inputs.shape == targets.shape and inputs.shape[1] == 5 for _, inputs, targets in epoch_one)
     assert _same(epoch_one, list(again.train_dataloader()))
     assert not _same(epoch_one, list(other.train_dataloader()))
     # A new epoch is a new order (seed + 1), the same for both modules.
@@ -95,9 +99,10 @@ def test_evaluation_batches_keep_order_and_shape() -> None:
     split = _split()
     module = SessionDataModule(split, batch_size=8, eval_batch_size=16, max_len=5, seed=0)
     for loader, part in ((module.val_dataloader(), split.valid), (module.test_dataloader(), split.test)):
-        inputs, targets = (torch.cat(parts) for parts in zip(*loader, strict=True))
+        sessions, inputs, targets = (torch.cat(parts) for parts in zip(*loader, strict=True))
         expected_inputs, expected_targets = next_item_pairs(last_events(part, max_len=6))
         assert torch.equal(inputs, expected_inputs) and torch.equal(targets, expected_targets)
-        assert all(batch_inputs.shape[0] <= 16 for batch_inputs, _ in loader)
+        assert torch.equal(sessions, torch.arange(len(part)))
+        assert all(batch_inputs.shape[0] <= 16 for _, batch_inputs, _ in loader)
         # Every session has >= 2 events, so each row has a target to rank.
         assert ((targets > 0).sum(dim=1) >= 1).all()

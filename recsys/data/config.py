@@ -10,7 +10,9 @@ from pydantic import Field, model_validator
 
 from recsys.interfaces import Section
 
-__all__ = ["ColumnsConfig", "DataConfig", "SplitConfig", "known_datasets", "with_manifest_defaults"]
+__all__ = ["SESSION_FORMATS", "ColumnsConfig", "DataConfig", "SplitConfig", "known_datasets", "with_manifest_defaults"]
+
+SESSION_FORMATS = ("yoochoose", "diginetica", "otto")
 
 
 class ColumnsConfig(Section):
@@ -49,7 +51,8 @@ class DataConfig(Section):
     """A dataset: a folder ``name`` under the data root, its format, files and preprocessing."""
 
     name: str
-    format: Literal["lightgcn", "recbole", "csv", "tsv", "parquet"]
+    # Interaction formats, then session formats (``SESSION_FORMATS``: event logs for session models).
+    format: Literal["lightgcn", "recbole", "csv", "tsv", "parquet", "yoochoose", "diginetica", "otto"]
     file: str | None = None
     train_file: str | None = None
     valid_file: str | None = None
@@ -73,7 +76,14 @@ class DataConfig(Section):
             raise ValueError("train_file/valid_file/test_file are only for split.method 'given'")
         if given and (self.min_user_interactions > 1 or self.min_item_interactions > 1):
             raise ValueError("k-core filtering would change a given split; filter the files instead")
+        if self.sessions and not given:
+            raise ValueError(f"format {self.format!r} (sessions) needs split.method 'given' with train_file and test_file")
         return self
+
+    @property
+    def sessions(self) -> bool:
+        """True for session event logs (``SESSION_FORMATS``), read into ``recsys.data.sessions``."""
+        return self.format in SESSION_FORMATS
 
 
 def known_datasets() -> dict[str, dict[str, Any]]:

@@ -12,10 +12,11 @@ from recsys.data.config import DataConfig
 from recsys.data.interactions import Split
 from recsys.data.preprocess import collapse_duplicates, encode, k_core, to_implicit
 from recsys.data.readers import read_interactions
+from recsys.data.sessions.sessions import SessionSplit
 from recsys.data.splits import carve_validation, leave_one_out, random_split, temporal_split
 from recsys.errors import DataError
 
-__all__ = ["build_split", "dataset_files", "load_split"]
+__all__ = ["build_split", "dataset_files", "load_session_split", "load_split"]
 
 
 def dataset_files(config: DataConfig, data_root: Path) -> dict[str, Path]:
@@ -86,3 +87,15 @@ def _read(config: DataConfig, path: Path) -> pl.DataFrame:
     if frame.height == 0:
         raise DataError(f"{path}: no interactions left after the rating threshold")
     return frame
+
+
+def load_session_split(config: DataConfig, data_root: Path) -> SessionSplit:
+    """The session split of a session-format ``config`` (given files, read with its format's reader).
+
+    Not cached: reading and encoding the shipped session samples takes well under a second.
+    """
+    from recsys.data.sessions import given_split, read_sessions
+
+    files = dataset_files(config, data_root)
+    frames = {role: read_sessions(path, config.format) for role, path in files.items()}
+    return given_split(frames["train"], frames["test"], frames.get("valid"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from recsys.models.base import RecommenderModule, TrainingParts
 from recsys.models.lightgcn import LightGCN, LightGCNConfig
 from recsys.models.mf import MatrixFactorization, MFConfig
+from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.simplex import SimpleX, SimpleXConfig
 from recsys.registry import Component, Registry
 
@@ -16,5 +17,6 @@ MODELS: Registry[RecommenderModule] = Registry(
         "mf": Component(MFConfig, MatrixFactorization),
         "lightgcn": Component(LightGCNConfig, LightGCN),
         "simplex": Component(SimpleXConfig, SimpleX),
+        "sasrec": Component(SASRecConfig, SASRec),
     },
 )

@@ -175,10 +175,20 @@ class RecommenderModule(L.LightningModule):
     def training_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """The loss of one batch of ``(queries [B], positives [B])``: sample, score, loss, penalty."""
         queries, positives = batch  # [B], [B]
+        return self.sampled_loss(queries, positives)
+
+    def sampled_loss(self, queries: Tensor, positives: Tensor, owners: Tensor | None = None) -> Tensor:
+        """Draw negatives for ``queries [B]`` with ``positives [B]``, score both and return the loss.
+
+        ``owners [B]`` are the ids the sampler knows the queries by (whose positives it excludes):
+        the queries themselves for user-item models; a session model's queries are positions and
+        their owners the sessions.
+        """
         totals = self._totals
         self.begin_step(queries, positives)
         started = time.perf_counter()
-        negatives = self.sampler(queries, positives, scorer=partial(self._score_without_grad, queries))
+        owners = queries if owners is None else owners
+        negatives = self.sampler(owners, positives, scorer=partial(self._score_without_grad, queries))
         totals.sampling_seconds += time.perf_counter() - started
         if negatives.positives is None:
             negatives = replace(negatives, positives=positives)
@@ -327,7 +337,10 @@ class DotProductModule(RecommenderModule):
         query = self.query_embeddings(queries)  # [B, d]
         candidates = items.shape[1]
         if items.shape[0] > 1 and items.stride(0) == 0:
-            # The same candidates for every query (shared negatives): one GEMM.
+            # The same candidates for every query (shared negatives): one GEMM; when they outnumber
+            # the catalogue (TRON: 16,511 of 2,933 items), a GEMM over the catalogue and a column pick.
+            if items.shape[1] > self.n_items:
+                return (query @ self.item_embeddings().T).index_select(1, items[0])  # [B, C]
             return query @ self.item_embeddings(items[0]).T  # [B, C]
         per_candidate = _GEMM_GRAD_ITEMS_PER_CANDIDATE if torch.is_grad_enabled() else _GEMM_ITEMS_PER_CANDIDATE
         if self.n_items <= per_candidate * candidates:

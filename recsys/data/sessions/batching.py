@@ -51,7 +51,9 @@ def next_item_pairs(padded: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class ShuffledSessions:
-    """An iterable of ``(inputs [b, max_len], targets [b, max_len])`` long batches, one row per session.
+    """An iterable of ``(sessions [b], inputs [b, max_len], targets [b, max_len])`` long batches, one row
+    per session; ``sessions`` are the rows' session indices (a sampler rejects a session's own items
+    by them).
 
     Each row holds a session's last ``max_len + 1`` events, so ``max_len`` is the model's input length.
     Epoch ``e`` visits the sessions in the permutation of a generator seeded with ``seed + e`` (as
@@ -80,7 +82,7 @@ class ShuffledSessions:
     def __len__(self) -> int:
         return -(-self.n_sessions // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.n_sessions, generator=generator)
@@ -88,7 +90,7 @@ class ShuffledSessions:
             order = torch.arange(self.n_sessions)
         self.epoch += 1
         for rows in order.split(self.batch_size):
-            yield next_item_pairs(_last_events(self.table, self.offsets, rows, self.max_len + 1))
+            yield (rows, *next_item_pairs(_last_events(self.table, self.offsets, rows, self.max_len + 1)))
 
 
 def _shifted_items(sessions: Sessions) -> Tensor:

@@ -13,8 +13,8 @@ __all__ = ["SessionDataModule"]
 class SessionDataModule(L.LightningDataModule):
     """Train on ``split.train``, validate on ``split.valid``, test on ``split.test``.
 
-    Every loader yields ``(inputs [B, max_len], targets [B, max_len])`` long tensors: item id + 1, 0 for
-    padding (see ``recsys.data.sessions.batching``). Training batches are reshuffled each epoch;
+    Every loader yields ``(sessions [B], inputs [B, max_len], targets [B, max_len])`` long tensors: the
+    rows' session indices, then item id + 1 with 0 for padding (see ``recsys.data.sessions.batching``). Training batches are reshuffled each epoch;
     evaluation batches keep the sessions' stored order. A split without validation sessions gives an
     empty validation loader, which Lightning skips.
 

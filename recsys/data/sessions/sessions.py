@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from recsys.data.interactions import Interactions
 from recsys.errors import DataError
 
 __all__ = ["SessionSplit", "Sessions"]
@@ -59,6 +60,20 @@ class Sessions:
     def lengths(self) -> np.ndarray:
         """``[n_sessions]`` int64 events per session."""
         return np.diff(self.offsets)
+
+    def interactions(self) -> Interactions:
+        """The distinct (session, item) pairs, sessions as users: what a sampler reads to reject a
+        session's own items (``exclude_positives``) or to count item frequencies."""
+        sessions = np.repeat(np.arange(len(self), dtype=np.int64), self.lengths())
+        keys = np.unique(sessions * self.n_items + self.items)
+        return Interactions(
+            users=(keys // self.n_items).astype(np.int32),
+            items=(keys % self.n_items).astype(np.int32),
+            n_users=len(self),
+            n_items=self.n_items,
+            user_ids=self.session_ids,
+            item_ids=self.item_ids,
+        )
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, item_ids: pl.Series) -> Sessions:
