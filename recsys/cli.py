@@ -153,6 +153,13 @@ def _data(args: argparse.Namespace) -> int:
     else:
         raise UserError("recsys data: give a dataset NAME or -c CONFIG")
     seed = args.seed if args.seed is not None else seed
+    if data.sessions:
+        from recsys.data.loading import load_session_split
+        from recsys.report import session_table
+
+        sessions = load_session_split(data, args.data_root)
+        print(session_table(data, sessions) if args.data_command == "info" else f"{data.name}: session files read (not cached)")
+        return 0
     split = load_split(data, args.data_root, seed, args.cache_dir)
     if args.data_command == "info":
         print(split_table(data, split, seed))

@@ -6,8 +6,9 @@ import numpy as np
 
 from recsys.data.config import DataConfig
 from recsys.data.interactions import Split
+from recsys.data.sessions.sessions import SessionSplit
 
-__all__ = ["results_table", "split_table"]
+__all__ = ["results_table", "session_table", "split_table"]
 
 
 def results_table(result) -> str:
@@ -35,6 +36,17 @@ def split_table(data: DataConfig, split: Split, seed: int) -> str:
         users = int(np.count_nonzero(part.user_counts()))
         items = int(np.count_nonzero(part.item_counts()))
         rows.append((name, f"{users:,}", f"{items:,}", f"{len(part):,}", f"{part.density:.4%}"))
+    return header + "\n" + _format(rows)
+
+
+def session_table(data: DataConfig, split: SessionSplit) -> str:
+    """Sessions, events, items and mean session length of each part of a session split."""
+    header = f"{data.name} ({data.format} sessions, {data.split.method} split; items of train: {split.n_items:,})"
+    rows = [("part", "sessions", "events", "items", "mean length")]
+    for name, part in split.parts().items():
+        items = len(np.unique(part.items))
+        mean = part.n_events / max(1, len(part))
+        rows.append((name, f"{len(part):,}", f"{part.n_events:,}", f"{items:,}", f"{mean:.2f}"))
     return header + "\n" + _format(rows)
 
 

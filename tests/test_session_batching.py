@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import torch
 
 from recsys.data.sessions import (
     SessionDataModule,
-    Sessions,
     SessionSplit,
     ShuffledSessions,
     last_events,
     next_item_pairs,
 )
+from tests.factories import rows_sessions
 
 
-def _sessions(rows: list[list[int]], n_items: int) -> Sessions:
-    """Sessions whose session ``s`` has the item ids ``rows[s]`` (original ids = internal ids)."""
-    lengths = [len(row) for row in rows]
-    items = np.array([item for row in rows for item in row], dtype=np.int64)
-    return Sessions(
-        items=items,
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        timestamps=np.arange(len(items), dtype=np.float64),
-        session_ids=pl.Series(range(len(rows))),
-        item_ids=pl.Series(range(n_items)),
-        n_items=n_items,
-    )
+_sessions = rows_sessions
 
 
 ROWS = [[0, 1, 2], [3], [4, 5, 6, 7, 8], [2, 2]]
