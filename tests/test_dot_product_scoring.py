@@ -36,24 +36,31 @@ def test_score_paths_match_reference_values_and_gradients(
     model = _mf(n_items=40)
     queries = torch.tensor([0, 3, 3, 5])
     items = torch.randint(40, (4, candidates))
-    weights = torch.randn(4, candidates)
-    (model.score(queries, items) * weights).sum().backward()
-    got = [p.grad.clone() for p in (model.user_embedding.weight, model.item_embedding.weight)]
-    model.zero_grad()
-    expected = _reference(model, queries, items)
-    (expected * weights).sum().backward()
-    torch.testing.assert_close(model.score(queries, items), expected)
-    for grad, parameter in zip(got, (model.user_embedding.weight, model.item_embedding.weight), strict=True):
-        torch.testing.assert_close(grad, parameter.grad)
+    expected = _assert_reference_values_and_gradients(model, queries, items)
     with torch.no_grad():
         torch.testing.assert_close(model.score(queries, items), expected.detach())
 
 
-def test_shared_candidates_score_by_one_gemm() -> None:
+def _assert_reference_values_and_gradients(model: MatrixFactorization, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Scores and gradients of ``model.score`` equal the reference's; returns the reference scores."""
+    weights = torch.randn(items.shape)
+    (model.score(queries, items) * weights).sum().backward()
+    got = [p.grad.clone() for p in (model.user_embedding.weight, model.item_embedding.weight)]
+    model.zero_grad()
+    expected = _reference(model, queries, items.contiguous())
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(model.score(queries, items), expected)
+    for grad, parameter in zip(got, (model.user_embedding.weight, model.item_embedding.weight), strict=True):
+        torch.testing.assert_close(grad, parameter.grad)
+    return expected
+
+
+@pytest.mark.parametrize("n_candidates", [3, 100])  # fewer / more shared candidates than the 40 items
+def test_shared_candidates_score_by_one_gemm_with_reference_gradients(n_candidates: int) -> None:
     model = _mf(n_items=40)
     queries = torch.tensor([1, 2, 4])
-    shared = torch.tensor([[5, 7, 39]]).expand(3, 3)
-    torch.testing.assert_close(model.score(queries, shared), _reference(model, queries, shared.contiguous()))
+    shared = torch.randint(40, (1, n_candidates), generator=torch.Generator().manual_seed(n_candidates)).expand(3, -1)
+    _assert_reference_values_and_gradients(model, queries, shared)
 
 
 class _Fixed(torch.nn.Module):
