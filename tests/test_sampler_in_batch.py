@@ -130,3 +130,16 @@ def test_registry_builds_the_in_batch_sampler_from_item_counts() -> None:
     assert negatives.items.shape == (3, 1)
     torch.testing.assert_close(negatives.log_q, torch.log(torch.tensor([0.2, 0.6, 0.0, 0.2]))[negatives.items])
     assert InBatchConfig().n_negatives is None
+
+
+def test_excluding_positives_zeroes_a_users_other_positives_and_keeps_the_rest() -> None:
+    # User 0 has items 1, 2 and 5; user 1 has item 3. In a batch (0, 1), (0, 2), (1, 3), (0, 5), user 0's
+    # queries must not get 1, 2 or 5 as negatives; user 1's may get all but its own 3.
+    train = rows_interactions([[1, 2, 5], [3]], n_items=6)
+    sampler = SAMPLERS.build(InBatchConfig(exclude_positives=True), train, seed=0)
+    queries, positives = torch.tensor([0, 0, 1, 0]), torch.tensor([1, 2, 3, 5])
+    negatives = sampler(queries, positives, scorer=None)
+    assert negatives.items[0].tolist() == [1, 2, 3, 5]
+    assert negatives.weight.tolist() == [[0, 0, 1, 0], [0, 0, 1, 0], [1, 1, 0, 1], [0, 0, 1, 0]]
+    plain = SAMPLERS.build(InBatchConfig(), train, seed=0)(queries, positives, scorer=None)
+    assert plain.weight.tolist() == [[0, 1, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0]]

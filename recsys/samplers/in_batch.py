@@ -12,6 +12,7 @@ from torch import Tensor
 from recsys.data.interactions import Interactions
 from recsys.interfaces import Negatives, ScoreFn, Section
 from recsys.samplers.base import Sampler
+from recsys.samplers.positives import PositiveSet
 
 __all__ = ["InBatchConfig", "InBatchSampler"]
 
@@ -22,6 +23,9 @@ class InBatchConfig(Section):
 
     name: Literal["in_batch"] = "in_batch"
     n_negatives: int | None = Field(None, ge=1)
+    # Give weight 0 to another query's positive that is also a training positive of this query's user
+    # (a session's own items, for session models: TRON rejects them).
+    exclude_positives: bool = False
 
 
 class InBatchSampler(Sampler):
@@ -37,22 +41,29 @@ class InBatchSampler(Sampler):
     ``extras["pos_log_q"]``). Another query's positive may equal this query's own (an accidental hit);
     losses that care mask it with ``Negatives.accidental_hits()``.
 
+    With ``positives`` (``exclude_positives``), a negative that is one of the query's user's training
+    positives also gets weight 0: a user's other positives in the batch, a session's own items.
+
     Args:
         counts: ``[n_items]`` training interactions per item.
         n_negatives: positions per batch (None: all).
         seed: generator seed.
+        positives: the training positives to exclude, by the queries' ids.
     """
 
-    def __init__(self, counts: np.ndarray, n_negatives: int | None, seed: int) -> None:
+    def __init__(self, counts: np.ndarray, n_negatives: int | None, seed: int,
+                 positives: PositiveSet | None = None) -> None:
         super().__init__(len(counts), seed)
         self.n_negatives = n_negatives
+        self.positive_set = positives
         with np.errstate(divide="ignore"):
             log_frequency = np.log(counts / max(1, counts.sum()))
         self.register_buffer("_log_frequency", torch.from_numpy(log_frequency.astype(np.float32)), persistent=False)
 
     @classmethod
     def from_config(cls, config: InBatchConfig, train: Interactions, seed: int) -> InBatchSampler:
-        return cls(train.item_counts(), config.n_negatives, seed)
+        positives = PositiveSet(train.csr()) if config.exclude_positives else None
+        return cls(train.item_counts(), config.n_negatives, seed, positives)
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
         batch = positives.shape[0]
@@ -65,6 +76,8 @@ class InBatchSampler(Sampler):
             positions = torch.randperm(batch, generator=self.generator(device), device=device)[: self.n_negatives]
         items = positives[positions]  # [N], shared by the batch
         own = positions.unsqueeze(0) == torch.arange(batch, device=device).unsqueeze(1)  # [B, N]
+        if self.positive_set is not None:
+            own |= self.positive_set.contains(queries.unsqueeze(1), items.unsqueeze(0))
         log_q = self._log_frequency[items]
         shape = (batch, len(positions))
         return Negatives(
