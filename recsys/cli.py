@@ -21,6 +21,7 @@ from recsys.errors import DataError, UserError
 __all__ = ["main"]
 
 DEFAULT_TRACKING_URI = "sqlite:///tracking/mlflow.db"
+DEFAULT_OPTUNA_STORAGE = "sqlite:///tracking/optuna.db"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
+    tune = commands.add_parser("tune", help="an Optuna search over a config: pruned, resumable, tracked")
+    tune.add_argument("-c", "--config", type=Path, required=True)
+    tune.add_argument("--space", type=Path, required=True, help="search space YAML (configs/search/...)")
+    tune.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials to reach")
+    tune.add_argument("--storage", default=os.environ.get("RECSYS_OPTUNA_STORAGE", DEFAULT_OPTUNA_STORAGE),
+                      help=f"Optuna storage URL (env RECSYS_OPTUNA_STORAGE, default {DEFAULT_OPTUNA_STORAGE}; "
+                           "postgresql://... for workers on many machines)")
+    tune.add_argument("--study", default=None, help="study name (default: CONFIG-SPACE file stems)")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    tune.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    tune.add_argument("--resume", action="store_true", help="continue an existing study (an error if there is none)")
+    tune.add_argument("--out", type=Path, default=None,
+                      help="where to write the best trial's config (default tracking/studies/STUDY-best.yaml)")
+    tune.add_argument("--seed-offset", type=int, default=0, help=argparse.SUPPRESS)
+    tune.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+    tune.add_argument("overrides", nargs="*", metavar="dotted.key=value")
+    _common(tune)
+    tune.set_defaults(handler=_tune)
+
     data = commands.add_parser("data", help="dataset statistics and cached splits")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     for name, text in (("info", "users, items, interactions and density per split"),
@@ -117,6 +137,28 @@ def _fit(args: argparse.Namespace) -> int:
     print(f"MLflow run {result.run_id} in {args.tracking_uri} (experiment {config.tracking.experiment!r})")
     if result.checkpoint is not None:
         print(f"best checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from recsys.tuning.study import tune
+
+    if args.trials < 1 or args.workers < 1:
+        raise UserError("--trials and --workers must be at least 1")
+    study = args.study or f"{args.config.stem}-{args.space.stem}"
+    result = tune(
+        args.config, args.overrides, args.space, args.trials, storage=args.storage, study_name=study,
+        data_root=args.data_root, tracking_uri=args.tracking_uri, cache_dir=args.cache_dir, timeout=args.timeout,
+        workers=args.workers, seed_offset=args.seed_offset, out=args.out, summary=not args.no_summary,
+        resume=args.resume,
+    )
+    if args.no_summary:
+        return 0
+    print(f"study {result.study!r} in {args.storage}: {result.finished} complete, {result.pruned} pruned trials")
+    if result.best_value is not None:
+        print(f"best value {result.best_value:.4f} with {result.best_params}")
+        print(f"best config: {result.best_config}  (recsys fit -c {result.best_config} reproduces it)")
+    print(f"MLflow study run {result.parent_run_id} in {args.tracking_uri}")
     return 0
 
 

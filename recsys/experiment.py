@@ -11,8 +11,10 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -93,8 +95,17 @@ def fit(
     tracking_uri: str,
     cache_dir: Path | None = None,
     progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    stop_exceptions: tuple[type[BaseException], ...] = (),
 ) -> ExperimentResult:
-    """Train with early stopping on ``train.monitor``, test the best checkpoint, track one run."""
+    """Train with early stopping on ``train.monitor``, test the best checkpoint, track one run.
+
+    ``callbacks`` join the Trainer's (a search's pruning callback); ``parent_run_id`` nests the run under
+    a study's run; ``tags`` are set on the run; an exception in ``stop_exceptions`` (a pruned trial)
+    ends the run KILLED with a ``stopped_by`` tag instead of FAILED, and propagates.
+    """
     import lightning.pytorch as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -109,10 +120,13 @@ def fit(
         stopping = EarlyStopping(monitor=config.train.monitor, mode="max", patience=config.train.patience)
         n_batches = len(datamodule.train_dataloader())
         trainer, logger = _trainer(
-            config, scratch, [checkpoint, stopping], progress, max_epochs=config.train.max_epochs,
+            config, scratch, [checkpoint, stopping, *callbacks], progress, max_epochs=config.train.max_epochs,
             refresh_rate=max(1, n_batches // 10),
         )
-        with _open_run(config, tracking_uri, trainer, "fit", split) as run:
+        extra = dict(tags or {})
+        if parent_run_id is not None:
+            extra["mlflow.parentRunId"] = parent_run_id
+        with _open_run(config, tracking_uri, trainer, "fit", split, extra, stop_exceptions) as run:
             logger.run = run
             started = time.perf_counter()
             trainer.fit(model, datamodule=datamodule)
@@ -200,7 +214,8 @@ def split_statistics(split: Split | SessionSplit) -> dict[str, int]:
     return statistics
 
 
-def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str, split: Split | SessionSplit):
+def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str, split: Split | SessionSplit,
+              extra_tags: dict[str, str] | None = None, stop_exceptions: tuple[type[BaseException], ...] = ()):
     from recsys.tracking.environment import environment_tags
     from recsys.tracking.run import TrackedRun
 
@@ -213,7 +228,8 @@ def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str
         "dataset": config.data.name,
     }
     tags.update({f"data.{name}": str(value) for name, value in split_statistics(split).items()})
-    run = TrackedRun(tracking_uri, config.tracking.experiment, config.run_name(), tags)
+    tags.update(extra_tags or {})
+    run = TrackedRun(tracking_uri, config.tracking.experiment, config.run_name(), tags, stop_exceptions)
     return _Started(run, config)
 
 

@@ -32,9 +32,12 @@ class TrackedRun:
         experiment: experiment name (created if missing).
         run_name: readable run name.
         tags: tags set at creation.
+        stop_exceptions: exceptions that stop a run on purpose (an Optuna trial pruned): the run ends
+            KILLED with a ``stopped_by`` tag naming the exception, not FAILED.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None):
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None,
+                 stop_exceptions: tuple[type[BaseException], ...] = ()):
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
@@ -45,6 +48,7 @@ class TrackedRun:
         self.experiment_id = self._experiment(experiment, store)
         self.run_name = run_name
         self.tags = dict(tags or {})
+        self.stop_exceptions = stop_exceptions
         self.run_id = ""
 
     def _experiment(self, name: str, store: Path | None) -> str:
@@ -74,6 +78,9 @@ class TrackedRun:
             status = "FINISHED"
         elif issubclass(kind, (KeyboardInterrupt, SystemExit)):
             status = "KILLED"
+        elif self.stop_exceptions and issubclass(kind, self.stop_exceptions):
+            status = "KILLED"
+            self.client.set_tag(self.run_id, "stopped_by", f"{kind.__name__}: {error}"[:5000])
         else:
             status = "FAILED"
             self.client.set_tag(self.run_id, "error", f"{kind.__name__}: {error}"[:5000])
