@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue an existing study (an error if there is none)")
     tune.add_argument("--out", type=Path, default=None,
                       help="where to write the best trial's config (default tracking/studies/STUDY-best.yaml)")
-    tune.add_argument("--seed-offset", type=int, default=0, help=argparse.SUPPRESS)
+    tune.add_argument("--seed-offset", type=int, default=0,
+                      help="added to the search sampler's seed: give each hand-started worker its own")
     tune.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     tune.add_argument("overrides", nargs="*", metavar="dotted.key=value")
     _common(tune)
@@ -101,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         _common(sub)
         sub.set_defaults(handler=_data)
 
-    ui = commands.add_parser("ui", help="the MLflow UI on the tracking store, on 127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui = commands.add_parser("ui", help="the MLflow UI on the tracking store (or optuna-dashboard), on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=None, help="default 5000 (MLflow), 8080 (--optuna)")
+    ui.add_argument("--optuna", action="store_true", help="optuna-dashboard on the study storage instead")
+    ui.add_argument("--storage", default=os.environ.get("RECSYS_OPTUNA_STORAGE", DEFAULT_OPTUNA_STORAGE),
+                    help=f"Optuna storage URL for --optuna (env RECSYS_OPTUNA_STORAGE, default {DEFAULT_OPTUNA_STORAGE})")
     _common(ui)
     ui.set_defaults(handler=_ui)
 
@@ -214,14 +218,25 @@ def _data(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     from recsys.tracking.run import local_store_path
 
-    store = local_store_path(args.tracking_uri)
-    if store is not None and not store.is_file():
-        raise DataError(f"{store}: no tracking store yet (run `recsys fit` first, or pass --tracking-uri)")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri,
-               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
-    # Browsing runs needs no job runner (MLflow 3 would start seven more processes for it).
-    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    print(f"MLflow UI on http://127.0.0.1:{args.port} for {args.tracking_uri} (Ctrl-C stops it)")
+    if args.optuna:
+        store = local_store_path(args.storage)
+        if store is not None and not store.is_file():
+            raise DataError(f"{store}: no study storage yet (run `recsys tune` first, or pass --storage)")
+        port = args.port or 8080
+        command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", args.storage,
+                   "--host", "127.0.0.1", "--port", str(port)]
+        environment = dict(os.environ)
+        print(f"optuna-dashboard on http://127.0.0.1:{port} for {args.storage} (Ctrl-C stops it)")
+    else:
+        store = local_store_path(args.tracking_uri)
+        if store is not None and not store.is_file():
+            raise DataError(f"{store}: no tracking store yet (run `recsys fit` first, or pass --tracking-uri)")
+        port = args.port or 5000
+        command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.tracking_uri,
+                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        # Browsing runs needs no job runner (MLflow 3 would start seven more processes for it).
+        environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        print(f"MLflow UI on http://127.0.0.1:{port} for {args.tracking_uri} (Ctrl-C stops it)")
     # Its own session, so that stopping `recsys ui` (Ctrl-C, SIGTERM) stops every server process.
     server = subprocess.Popen(command, env=environment, start_new_session=True)
     try:

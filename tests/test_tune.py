@@ -4,10 +4,13 @@ an interrupted study that resumes."""
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -197,3 +200,36 @@ def _trials_or_none(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
         return _trials(tmp_path)
     except KeyError:  # the study is not created yet
         return []
+
+
+def test_optuna_ui_needs_a_study_storage(tmp_path: Path, capsys) -> None:
+    assert main(["ui", "--optuna", "--storage", f"sqlite:///{tmp_path}/none.db"]) == 2
+    assert "no study storage yet" in capsys.readouterr().err
+
+
+def test_optuna_ui_serves_the_studies_on_localhost(tmp_path: Path) -> None:
+    optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="demo-study")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "ui", "--optuna", "--storage", f"sqlite:///{tmp_path}/optuna.db",
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline, body = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert "demo-study" in body
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    time.sleep(1)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)

@@ -226,7 +226,10 @@ def _parent_run(study, tracking_uri: str, experiment: str, name: str, space: Sea
     run.log_params({"study": name, "trials": n_trials, "search_sampler": space.sampler, "pruner": space.pruner})
     run.log_text(yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False), "search_space.yaml")
     study.set_user_attr(_PARENT_RUN, run.run_id)
-    return study.user_attrs.get(_PARENT_RUN, run.run_id)
+    kept = study.user_attrs.get(_PARENT_RUN, run.run_id)
+    if kept != run.run_id:  # another worker created the study's run at the same moment: use theirs
+        run.client.delete_run(run.run_id)
+    return kept
 
 
 def worker_command(config_path: Path, base_overrides: Sequence[str], n_trials: int, storage: str, study_name: str,
