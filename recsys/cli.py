@@ -137,6 +137,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     result = fit(config, args.data_root, args.tracking_uri, args.cache_dir, progress=not args.no_progress)
+    if not result.run_id:  # a DDP process other than rank zero: rank zero reports
+        return 0
     print(results_table(result))
     print(f"MLflow run {result.run_id} in {args.tracking_uri} (experiment {config.tracking.experiment!r})")
     if result.checkpoint is not None:

@@ -217,8 +217,10 @@ def split_statistics(split: Split | SessionSplit) -> dict[str, int]:
 def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str, split: Split | SessionSplit,
               extra_tags: dict[str, str] | None = None, stop_exceptions: tuple[type[BaseException], ...] = ()):
     from recsys.tracking.environment import environment_tags
-    from recsys.tracking.run import TrackedRun
+    from recsys.tracking.run import TrackedRun, UntrackedRun
 
+    if trainer.global_rank != 0:  # DDP: one run, tracked by rank zero
+        return _Started(UntrackedRun(), config)  # type: ignore[arg-type]
     device = trainer.strategy.root_device
     tags = {
         **environment_tags(),
@@ -276,7 +278,7 @@ def _log_outputs(run, result: ExperimentResult, checkpoint: str | None) -> None:
             path = Path(folder) / "test.parquet"
             result.per_user_test.write_parquet(path)
             run.log_artifact(path, "per_user")
-        if checkpoint and Path(checkpoint).is_file():
+        if checkpoint and Path(checkpoint).is_file() and result.run_id:
             path = Path(folder) / "best.ckpt"
             shutil.move(checkpoint, path)
             run.log_artifact(path, "checkpoints")
@@ -307,5 +309,7 @@ def _quiet_lightning() -> None:
     # We log per epoch only, so Lightning's hint about log_every_n_steps does not apply.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    # Under DDP every process computes the same full-ranking metrics, so they need no sync_dist.
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     # RecommenderModule overrides transfer_batch_to_device on purpose (a fast path for its batches).
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")

@@ -38,9 +38,21 @@ class ShuffledPairs:
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Serve process ``rank`` of ``world_size`` (DDP): every process walks the same global batches
+        (same seeds) and takes rows ``rank, rank + world_size, ...`` of each, so the processes' gradients
+        average to the global batch's. A last batch with fewer rows than processes is dropped."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        return -(-len(self.users) // self.batch_size)
+        batches = -(-len(self.users) // self.batch_size)
+        if self.world_size > 1 and 0 < len(self.users) % self.batch_size < self.world_size:
+            batches -= 1
+        return batches
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.shuffle:
@@ -50,7 +62,12 @@ class ShuffledPairs:
         else:
             users, items = self.users, self.items
         self.epoch += 1
-        yield from zip(users.split(self.batch_size), items.split(self.batch_size), strict=True)
+        if self.world_size == 1:
+            yield from zip(users.split(self.batch_size), items.split(self.batch_size), strict=True)
+            return
+        for user_batch, item_batch in zip(users.split(self.batch_size), items.split(self.batch_size), strict=True):
+            if len(user_batch) >= self.world_size:
+                yield user_batch[self.rank :: self.world_size], item_batch[self.rank :: self.world_size]
 
 
 def ranking_batches(target: Interactions, exclude: Interactions, batch_size: int) -> list[RankingBatch]:

@@ -46,6 +46,11 @@ class InteractionDataModule(L.LightningDataModule):
         self._test: _Batches | None = None
 
     def train_dataloader(self) -> ShuffledPairs:
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # DDP: each process trains on its rows of every global batch. Evaluation is not sharded:
+            # every process ranks every user (the same weights give the same metrics on each).
+            self._train.shard(trainer.global_rank, trainer.world_size)
         return self._train
 
     def val_dataloader(self) -> _Batches:

@@ -29,7 +29,8 @@ class InBatchConfig(Section):
 
 
 class InBatchSampler(Sampler):
-    """Each query's negatives are the other positives of its batch.
+    """Each query's negatives are the other positives of its batch (under DDP, of the global batch:
+    every process's positives are gathered).
 
     Every query gets the same set: all ``B`` positives of the batch (or ``N`` of them at random
     positions, drawn once per batch), as one shared ``[B, N]`` view that the model scores with one GEMM;
@@ -67,15 +68,17 @@ class InBatchSampler(Sampler):
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
         batch = positives.shape[0]
-        if batch < 2:
-            raise ValueError("in-batch negatives need a batch of at least 2")
         device = positives.device
-        if self.n_negatives is None or self.n_negatives >= batch:
-            positions = torch.arange(batch, device=device)
+        # Under DDP the batch is the global one: every process's positives, this process's at `offset`.
+        every, offset = _across_processes(positives)  # [G], G >= B
+        if len(every) < 2:
+            raise ValueError("in-batch negatives need a batch of at least 2")
+        if self.n_negatives is None or self.n_negatives >= len(every):
+            positions = torch.arange(len(every), device=device)
         else:
-            positions = torch.randperm(batch, generator=self.generator(device), device=device)[: self.n_negatives]
-        items = positives[positions]  # [N], shared by the batch
-        own = positions.unsqueeze(0) == torch.arange(batch, device=device).unsqueeze(1)  # [B, N]
+            positions = torch.randperm(len(every), generator=self.generator(device), device=device)[: self.n_negatives]
+        items = every[positions]  # [N], shared by the batch
+        own = positions.unsqueeze(0) == (offset + torch.arange(batch, device=device)).unsqueeze(1)  # [B, N]
         if self.positive_set is not None:
             own |= self.positive_set.contains(queries.unsqueeze(1), items.unsqueeze(0))
         log_q = self._log_frequency[items]
@@ -88,3 +91,22 @@ class InBatchSampler(Sampler):
             extras={"pos_log_q": self._log_frequency[positives]},
             unit_weights=False,
         )
+
+
+def _across_processes(positives: Tensor) -> tuple[Tensor, int]:
+    """``positives [B]`` of every process of a DDP run, concatenated in rank order, and where this
+    process's start; ``(positives, 0)`` without a process group."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return positives, 0
+    world = dist.get_world_size()
+    size = torch.tensor([len(positives)], device=positives.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    lengths = [int(s) for s in sizes]
+    padded = torch.nn.functional.pad(positives, (0, max(lengths) - len(positives)))
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    every = torch.cat([part[:length] for part, length in zip(gathered, lengths, strict=True)])
+    return every, sum(lengths[: dist.get_rank()])

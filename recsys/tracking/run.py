@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["TrackedRun", "local_store_path", "mlflow_key"]
+__all__ = ["TrackedRun", "UntrackedRun", "local_store_path", "mlflow_key"]
 
 _PARAM_BATCH = 100
 _MAX_PARAM_LENGTH = 6000
@@ -116,6 +116,35 @@ class TrackedRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
+
+
+class UntrackedRun:
+    """The run of a DDP process other than global rank zero: rank zero tracks the run, the others
+    compute the same metrics and log nothing (``run_id`` is empty)."""
+
+    run_id = ""
+    artifact_uri = ""
+
+    def __enter__(self) -> UntrackedRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        return None
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        return None
 
 
 def mlflow_key(name: str) -> str:
