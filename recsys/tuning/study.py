@@ -69,6 +69,7 @@ def tune(
     out: Path | None = None,
     summary: bool = True,
     resume: bool = False,
+    pruner: str | None = None,
 ) -> TuneResult:
     """Run (or resume) the study until it has ``n_trials`` finished trials or ``timeout`` seconds pass.
 
@@ -79,6 +80,8 @@ def tune(
     import optuna
 
     space = load_space(space_path)
+    if pruner is not None:
+        space = space.model_copy(update={"pruner": pruner})
     config = load_config(config_path, base_overrides)  # a bad config fails here, before any trial
     if resume and study_name not in _study_names(storage):
         raise ConfigError(f"--resume: no study {study_name!r} in {storage}")
@@ -86,7 +89,7 @@ def tune(
     parent = _parent_run(study, tracking_uri, config.tracking.experiment, study_name, space, n_trials)
     if workers > 1:
         _run_workers(workers, config_path, base_overrides, n_trials, storage, study_name, data_root,
-                     tracking_uri, cache_dir, timeout, space_path)
+                     tracking_uri, cache_dir, timeout, space_path, pruner)
     else:
         deadline = None if timeout is None else time.monotonic() + timeout
         objective = _Objective(config_path, list(base_overrides), space, data_root, tracking_uri, cache_dir, parent)
@@ -234,7 +237,7 @@ def _parent_run(study, tracking_uri: str, experiment: str, name: str, space: Sea
 
 def worker_command(config_path: Path, base_overrides: Sequence[str], n_trials: int, storage: str, study_name: str,
                    data_root: Path, tracking_uri: str, cache_dir: Path | None, timeout: float | None,
-                   seed_offset: int, space_path: Path) -> list[str]:
+                   seed_offset: int, space_path: Path, pruner: str | None = None) -> list[str]:
     """The `recsys tune` command line of one worker process on the study."""
     command = [sys.executable, "-m", "recsys.cli", "tune", "-c", str(config_path), "--space", str(space_path),
                "--trials", str(n_trials), "--storage", storage, "--study", study_name, "--data-root", str(data_root),
@@ -243,15 +246,17 @@ def worker_command(config_path: Path, base_overrides: Sequence[str], n_trials: i
         command += ["--cache-dir", str(cache_dir)]
     if timeout is not None:
         command += ["--timeout", str(timeout)]
+    if pruner is not None:
+        command += ["--pruner", pruner]
     return [*command, *base_overrides]
 
 
 def _run_workers(workers: int, config_path: Path, base_overrides: Sequence[str], n_trials: int, storage: str,
                  study_name: str, data_root: Path, tracking_uri: str, cache_dir: Path | None,
-                 timeout: float | None, space_path: Path) -> None:
+                 timeout: float | None, space_path: Path, pruner: str | None) -> None:
     processes = [
         subprocess.Popen(worker_command(config_path, base_overrides, n_trials, storage, study_name, data_root,
-                                        tracking_uri, cache_dir, timeout, index, space_path))
+                                        tracking_uri, cache_dir, timeout, index, space_path, pruner))
         for index in range(workers)
     ]
     try:
