@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +99,15 @@ def fit(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     stop_exceptions: tuple[type[BaseException], ...] = (),
+    on_run: Callable[[str], None] | None = None,
 ) -> ExperimentResult:
     """Train with early stopping on ``train.monitor``, test the best checkpoint, track one run.
 
     ``callbacks`` join the Trainer's (a search's pruning callback); ``parent_run_id`` nests the run under
     a study's run; ``tags`` are set on the run; an exception in ``stop_exceptions`` (a pruned trial)
-    ends the run KILLED with a ``stopped_by`` tag instead of FAILED, and propagates.
+    ends the run KILLED with a ``stopped_by`` tag instead of FAILED, and propagates. ``on_run`` is
+    called with the run's id once it is open (a trial records it, so a worker that outlives a dead one
+    can close its run).
     """
     import lightning.pytorch as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -128,6 +131,8 @@ def fit(
             extra["mlflow.parentRunId"] = parent_run_id
         with _open_run(config, tracking_uri, trainer, "fit", split, extra, stop_exceptions) as run:
             logger.run = run
+            if on_run is not None and run.run_id:
+                on_run(run.run_id)
             started = time.perf_counter()
             trainer.fit(model, datamodule=datamodule)
             best = checkpoint.best_model_path or None

@@ -7,6 +7,8 @@ ends KILLED; never RUNNING.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,10 +44,16 @@ class TrackedRun:
 
         self.tracking_uri = tracking_uri
         store = local_store_path(tracking_uri)
-        if store is not None:
+        if store is None:
+            self.client = MlflowClient(tracking_uri)
+            self.experiment_id = self._experiment(experiment, store)
+        else:
             store.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri)
-        self.experiment_id = self._experiment(experiment, store)
+            # Processes opening a new SQLite store at once would each create its tables (and collide):
+            # the first to hold the lock creates them (MlflowClient does, as it is built).
+            with _locked(store.parent / f".{store.name}.lock"):
+                self.client = MlflowClient(tracking_uri)
+                self.experiment_id = self._experiment(experiment, store)
         self.run_name = run_name
         self.tags = dict(tags or {})
         self.stop_exceptions = stop_exceptions
@@ -145,6 +153,19 @@ class UntrackedRun:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         return None
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if missing) for the duration of the block."""
+    import fcntl
+
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def mlflow_key(name: str) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,6 @@ __all__ = ["TuneResult", "tune", "worker_command"]
 HEARTBEAT_INTERVAL_S = int(os.environ.get("RECSYS_TUNE_HEARTBEAT_S", "10"))
 GRACE_PERIOD_S = int(os.environ.get("RECSYS_TUNE_GRACE_S", "60"))
 _PARENT_RUN = "mlflow_parent_run_id"
-_BUDGET_STATES = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
 
 
 @dataclass
@@ -85,18 +86,25 @@ def tune(
     config = load_config(config_path, base_overrides)  # a bad config fails here, before any trial
     if resume and study_name not in _study_names(storage):
         raise ConfigError(f"--resume: no study {study_name!r} in {storage}")
-    study = _study(storage, study_name, space, config.seed + seed_offset)
+    study = _study(storage, study_name, space, config.seed, seed_offset)
     parent = _parent_run(study, tracking_uri, config.tracking.experiment, study_name, space, n_trials)
     if workers > 1:
         _run_workers(workers, config_path, base_overrides, n_trials, storage, study_name, data_root,
                      tracking_uri, cache_dir, timeout, space_path, pruner)
     else:
         deadline = None if timeout is None else time.monotonic() + timeout
-        objective = _Objective(config_path, list(base_overrides), space, data_root, tracking_uri, cache_dir, parent)
+        objective = _Objective(config_path, list(base_overrides), space, data_root, tracking_uri, cache_dir,
+                               parent, n_trials)
         try:
-            while _budget_left(study, n_trials) and (deadline is None or time.monotonic() < deadline):
-                # One trial per call: Optuna's optimize() sends heartbeats and fails stale trials first.
-                study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
+            while deadline is None or time.monotonic() < deadline:
+                step = _next_step(study, n_trials, tracking_uri)
+                if step == "done":
+                    break
+                if step == "wait":  # the budget is held by other workers' running trials: they may die
+                    time.sleep(HEARTBEAT_INTERVAL_S)
+                    continue
+                # One trial per call: Optuna's optimize() sends heartbeats and runs a WAITING retry first.
+                study.optimize(objective, n_trials=1, catch=(_Surplus,), gc_after_trial=False)
         except KeyboardInterrupt:
             if summary:  # the study's run says it stopped; a resumed study finishes it
                 from mlflow.tracking import MlflowClient
@@ -126,9 +134,10 @@ class _Objective:
     Optuna's Lightning pruning callback on ``train.monitor``. Returns the best validation value."""
 
     def __init__(self, config_path: Path, base_overrides: list[str], space: SearchSpace, data_root: Path,
-                 tracking_uri: str, cache_dir: Path | None, parent: str) -> None:
+                 tracking_uri: str, cache_dir: Path | None, parent: str, n_trials: int) -> None:
         self.config_path, self.base_overrides, self.space = config_path, base_overrides, space
         self.data_root, self.tracking_uri, self.cache_dir, self.parent = data_root, tracking_uri, cache_dir, parent
+        self.n_trials = n_trials
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -136,6 +145,12 @@ class _Objective:
 
         from recsys.experiment import fit
 
+        # Two workers that both saw one trial left may both have started one: the later is surplus.
+        ahead = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number
+                 and t.state.name in ("COMPLETE", "PRUNED", "RUNNING")]
+        if len(ahead) >= self.n_trials:
+            trial.set_user_attr("surplus", True)
+            raise _Surplus(f"trial {trial.number} is beyond the budget of {self.n_trials}")
         chosen = overrides(self.space.suggest(trial))
         config = load_config(self.config_path, [*self.base_overrides, *chosen])
         trial.set_user_attr("overrides", chosen)
@@ -145,35 +160,49 @@ class _Objective:
         try:
             result = fit(config, self.data_root, self.tracking_uri, self.cache_dir, progress=False,
                          callbacks=callbacks, parent_run_id=self.parent, tags=tags,
-                         stop_exceptions=(optuna.TrialPruned,))
+                         stop_exceptions=(optuna.TrialPruned,),
+                         on_run=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id))
         except SystemExit as interrupted:
             # Lightning turns Ctrl-C into SystemExit(1); Optuna marks a trial FAIL only on an exception
             # or KeyboardInterrupt (a SystemExit would leave it RUNNING until its heartbeat goes stale).
             raise KeyboardInterrupt from interrupted
-        trial.set_user_attr("mlflow_run_id", result.run_id)
         value = result.valid.get(config.train.monitor.removeprefix("val/"))
         if value is None:
             raise RuntimeError(f"{config.train.monitor} was never computed")
         return value
 
 
-def _study(storage_url: str, name: str, space: SearchSpace, seed: int):
+def _study(storage_url: str, name: str, space: SearchSpace, seed: int, seed_offset: int):
+    """The study, created or loaded; its search sampler seeded by the space's seed (else the experiment's)
+    plus the worker's offset, plus a step per trial already in a resumed study."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _local_folder(storage_url)
     engine = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" in Optuna
-            warnings.simplefilter("ignore")
-            storage = RDBStorage(
-                storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S, heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            )
-    except Exception as error:  # a wrong URL, an unreachable server, a missing driver
-        raise ConfigError(f"--storage {storage_url}: {str(error).strip().splitlines()[0]}") from None
-    seed = space.seed if space.seed is not None else seed
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental"
+                warnings.simplefilter("ignore")
+                storage = RDBStorage(
+                    storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+            break
+        except Exception as error:  # a wrong URL, an unreachable server, a missing driver
+            # Workers creating a fresh database's tables at the same moment collide (optuna#1092):
+            # the tables exist when the loser tries again.
+            if attempt < 4 and _creation_race(error):
+                time.sleep(0.5 + random.random())
+                continue
+            raise ConfigError(f"--storage {storage_url}: {str(error).strip().splitlines()[0]}") from None
+
+    seed = (space.seed if space.seed is not None else seed) + seed_offset
+    names = [summary.study_name for summary in optuna.study.get_all_study_summaries(storage)]
+    if name in names:  # resumed: a sampler seeded as before would propose the first trials' values again
+        seed += 7919 * len(optuna.load_study(study_name=name, storage=storage).trials)
     if space.sampler == "grid":
         sampler = optuna.samplers.GridSampler(space.grid(), seed=seed)
     elif space.sampler == "random":
@@ -182,6 +211,11 @@ def _study(storage_url: str, name: str, space: SearchSpace, seed: int):
         sampler = optuna.samplers.TPESampler(seed=seed)
     return optuna.create_study(storage=storage, study_name=name, sampler=sampler, pruner=_pruner(space),
                                direction="maximize", load_if_exists=True)
+
+
+def _creation_race(error: Exception) -> bool:
+    text = f"{type(error).__name__} {error}"
+    return any(word in text for word in ("IntegrityError", "UniqueViolation", "already exists", "ProgrammingError"))
 
 
 def _pruner(space: SearchSpace):
@@ -210,11 +244,49 @@ def _local_folder(storage_url: str) -> None:
         Path(storage_url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _budget_left(study, n_trials: int) -> bool:
-    import optuna
+class _Surplus(Exception):
+    """A trial started by two workers at once beyond the budget: it ends FAIL before any work."""
 
-    states = tuple(getattr(optuna.trial.TrialState, name) for name in _BUDGET_STATES)
-    return len(study.get_trials(deepcopy=False, states=states)) < n_trials
+
+def _counts(study) -> Counter:
+    return Counter(trial.state.name for trial in study.get_trials(deepcopy=False))
+
+
+def _next_step(study, n_trials: int, tracking_uri: str) -> str:
+    """``run`` a trial, ``wait`` for other workers' running trials, or ``done``.
+
+    Stale trials (a worker died: no heartbeat for the grace period) are failed first; Optuna's retry
+    callback then enqueues a copy, which the next trial started here runs.
+    """
+    from optuna.storages import fail_stale_trials
+
+    with warnings.catch_warnings():  # "experimental" in Optuna
+        warnings.simplefilter("ignore")
+        fail_stale_trials(study)
+    _close_runs_of_failed_trials(study, tracking_uri)
+    counts = _counts(study)
+    finished = counts["COMPLETE"] + counts["PRUNED"]
+    if finished >= n_trials:
+        return "done"
+    if finished + counts["RUNNING"] < n_trials:
+        return "run"
+    return "wait"
+
+
+def _close_runs_of_failed_trials(study, tracking_uri: str) -> None:
+    """End the MLflow runs of trials whose worker died (left RUNNING by it) as KILLED."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    client = None
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            continue
+        client = client or MlflowClient(tracking_uri)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "stopped_by", "worker lost: no heartbeat for the grace period")
+            client.set_terminated(run_id, "KILLED")
 
 
 def _parent_run(study, tracking_uri: str, experiment: str, name: str, space: SearchSpace, n_trials: int) -> str:
@@ -229,8 +301,11 @@ def _parent_run(study, tracking_uri: str, experiment: str, name: str, space: Sea
     run.log_params({"study": name, "trials": n_trials, "search_sampler": space.sampler, "pruner": space.pruner})
     run.log_text(yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False), "search_space.yaml")
     study.set_user_attr(_PARENT_RUN, run.run_id)
-    kept = study.user_attrs.get(_PARENT_RUN, run.run_id)
-    if kept != run.run_id:  # another worker created the study's run at the same moment: use theirs
+    # Workers started together may each have created one: after a pause every one of them reads the
+    # last id written, and the others delete their own.
+    time.sleep(2.0)
+    kept = study.user_attrs.get(_PARENT_RUN) or run.run_id  # read from the storage, not cached
+    if kept != run.run_id:
         run.client.delete_run(run.run_id)
     return kept
 
