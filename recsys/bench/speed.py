@@ -32,8 +32,7 @@ def run_speed_benchmark(
         rows.append((
             str(config),
             run.tags.get("dataset", "?"),
-            f"{int(run.tags['data.train_interactions']):,}",
-            f"{int(run.tags['data.test_users']):,} x {int(run.tags['data.n_items']):,}",
+            *_sizes(run.tags),
             str(len(train)),
             f"{run.median('time/epoch_train_s'):.4f} ({min(train):.4f}-{max(train):.4f})",
             f"{run.median('time/eval_s'):.3f}",
@@ -44,3 +43,12 @@ def run_speed_benchmark(
               "val eval s (median)", "test eval s", "peak RSS MiB")
     applied = f"\n\nOverrides: `{' '.join(overrides)}`" if overrides else ""
     return machine_line() + applied + "\n\n" + markdown_table(header, rows)
+
+
+def _sizes(tags: dict[str, str]) -> tuple[str, str]:
+    """Training size and the test ranking's shape, from a run's data tags (pairs and users, or events
+    and sessions for session data)."""
+    items = int(tags["data.n_items"])
+    if "data.train_sessions" in tags:
+        return f"{int(tags['data.train_events']):,} events", f"{int(tags['data.test_sessions']):,} sessions x {items:,}"
+    return f"{int(tags['data.train_interactions']):,}", f"{int(tags['data.test_users']):,} x {items:,}"
