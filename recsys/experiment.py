@@ -81,6 +81,9 @@ def _prepare(
 ) -> tuple[Split | SessionSplit, InteractionDataModule | SessionDataModule, RecommenderModule]:
     if config.data.sessions:
         sessions = load_session_split(config.data, data_root)
+        if len(sessions.valid) == 0:  # early stopping and checkpoints need validation sessions
+            raise DataError(f"data {config.data.name!r}: the split has no validation sessions "
+                            "(give valid_file, or split.valid_days with split.method last_days)")
         max_len = config.model.max_len  # type: ignore[attr-defined]  (checked: a session model)
         datamodule = SessionDataModule(sessions, config.train.batch_size, config.eval.batch_size, max_len, config.seed)
         return sessions, datamodule, build_model(config, sessions)

@@ -121,3 +121,38 @@ def test_data_info_counts_sessions_and_events(data_root: Path, tmp_path: Path, c
     assert "tiny (yoochoose sessions, given split" in out
     train_line = next(line for line in out.splitlines() if line.startswith("train"))
     assert train_line.split()[1] == "80"
+
+
+def _otto_file(path: Path, generator: np.random.Generator, n_sessions: int, days: int) -> None:
+    """OTTO-format sessions spread over ``days`` days, clicks and a few carts, items 0-19."""
+    import json
+
+    lines = []
+    for session in range(n_sessions):
+        start = 1_659_304_800_000 + int(session * days * 86_400_000 / n_sessions)
+        first = generator.integers(0, 14)
+        events = [{"aid": int((first + step) % 20), "ts": start + step * 60_000, "type": "carts" if step == 3 else "clicks"}
+                  for step in range(int(generator.integers(2, 7)))]
+        lines.append(json.dumps({"session": session, "events": events}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_tron_split_of_one_event_file_by_the_last_days(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "data" / "events"
+    folder.mkdir(parents=True)
+    _otto_file(folder / "train.jsonl", np.random.default_rng(1), 200, days=10)
+    config = yaml.safe_load(_config(tmp_path, "sasrec").read_text())
+    config["data"] = {"name": "events", "format": "otto", "file": "train.jsonl", "min_item_interactions": 5,
+                      "split": {"method": "last_days", "test_days": 2, "valid_days": 2}}
+    path = tmp_path / "events.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["data", "info", "-c", str(path), "--data-root", str(tmp_path / "data")]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[3:]}
+    assert int(rows["train"][1]) + int(rows["valid"][1]) + int(rows["test"][1]) == 200  # every session >= 2 clicks
+    assert 30 <= int(rows["test"][1]) <= 50 and 30 <= int(rows["valid"][1]) <= 50  # 2 of 10 days each
+    assert main(_args(path, tmp_path / "data", tmp_path / "m.db")) == 0
+    # Without validation days there is nothing to stop early on: a clear error, no run.
+    config["data"]["split"] = {"method": "last_days", "test_days": 2}
+    path.write_text(yaml.safe_dump(config))
+    assert main(_args(path, tmp_path / "data", tmp_path / "n.db")) == 2
+    assert "no validation sessions" in capsys.readouterr().err

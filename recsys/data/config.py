@@ -33,12 +33,19 @@ class SplitConfig(Section):
     - ``temporal``: one global time cut by ``ratios``.
     - ``given``: ``train_file`` / ``test_file`` as given; ``valid_ratio`` of each user's train is carved
       out as validation unless a ``valid_file`` is given.
+    - ``last_days`` (sessions): TRON's preprocessing and split of one event ``file`` by each session's
+      last event (``recsys.data.sessions.tron_split``), items kept from ``min_item_interactions``
+      occurrences (TRON: 5).
     """
 
-    method: Literal["random", "leave_one_out", "temporal", "given"] = "random"
+    method: Literal["random", "leave_one_out", "temporal", "given", "last_days"] = "random"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     valid_ratio: float = Field(0.1, gt=0.0, lt=1.0)
     seed: int | None = None  # None: the experiment's seed
+    # last_days (session data, TRON's split): sessions ending in the last test_days days are test; with
+    # valid_days, those ending in the last valid_days days of the rest are validation.
+    test_days: float = Field(1.0, gt=0)
+    valid_days: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check_ratios(self) -> SplitConfig:
@@ -76,8 +83,10 @@ class DataConfig(Section):
             raise ValueError("train_file/valid_file/test_file are only for split.method 'given'")
         if given and (self.min_user_interactions > 1 or self.min_item_interactions > 1):
             raise ValueError("k-core filtering would change a given split; filter the files instead")
-        if self.sessions and not given:
-            raise ValueError(f"format {self.format!r} (sessions) needs split.method 'given' with train_file and test_file")
+        if self.sessions and self.split.method not in ("given", "last_days"):
+            raise ValueError(f"format {self.format!r} (sessions) needs split.method 'given' or 'last_days'")
+        if self.split.method == "last_days" and not self.sessions:
+            raise ValueError("split.method 'last_days' is for session formats (yoochoose, diginetica, otto)")
         return self
 
     @property

@@ -90,12 +90,16 @@ def _read(config: DataConfig, path: Path) -> pl.DataFrame:
 
 
 def load_session_split(config: DataConfig, data_root: Path) -> SessionSplit:
-    """The session split of a session-format ``config`` (given files, read with its format's reader).
+    """The session split of a session-format ``config``: given files, or TRON's split of one event file by
+    the last days (``split.method: last_days``), read with the format's reader.
 
     Not cached: reading and encoding the shipped session samples takes well under a second.
     """
-    from recsys.data.sessions import given_split, read_sessions
+    from recsys.data.sessions import given_split, read_sessions, tron_split
 
     files = dataset_files(config, data_root)
     frames = {role: read_sessions(path, config.format) for role, path in files.items()}
+    if config.split.method == "last_days":
+        return tron_split(frames["all"], min_item_support=config.min_item_interactions,
+                          test_days=config.split.test_days, valid_days=config.split.valid_days)
     return given_split(frames["train"], frames["test"], frames.get("valid"))
