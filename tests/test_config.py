@@ -110,7 +110,18 @@ def test_given_split_needs_its_files() -> None:
         resolve_config({**MINIMAL, "data": {"name": "x", "format": "csv", "split": {"method": "given"}}})
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+SEARCH_SPACES = REPO / "configs" / "search"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (REPO / "configs").rglob("*.yaml") if SEARCH_SPACES not in p.parents),
+                         ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_config_loads(path: Path) -> None:
     config = load_config(path)
     assert config.to_dict()["model"]["name"] == config.model.name
+
+
+@pytest.mark.parametrize("path", sorted(SEARCH_SPACES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_search_space_loads(path: Path) -> None:
+    from recsys.tuning.space import load_space
+
+    assert load_space(path).parameters
