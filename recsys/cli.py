@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue an existing study (an error if there is none)")
     tune.add_argument("--pruner", choices=["median", "hyperband", "none"], default=None,
                       help="override the space file's pruner")
+    tune.add_argument("--search-sampler", choices=["tpe", "random", "grid"], default=None,
+                      help="override the space file's search sampler")
     tune.add_argument("--out", type=Path, default=None,
                       help="where to write the best trial's config (default tracking/studies/STUDY-best.yaml)")
     tune.add_argument("--seed-offset", type=int, default=0,
@@ -158,7 +160,7 @@ def _tune(args: argparse.Namespace) -> int:
         args.config, args.overrides, args.space, args.trials, storage=args.storage, study_name=study,
         data_root=args.data_root, tracking_uri=args.tracking_uri, cache_dir=args.cache_dir, timeout=args.timeout,
         workers=args.workers, seed_offset=args.seed_offset, out=args.out, summary=not args.no_summary,
-        resume=args.resume, pruner=args.pruner,
+        resume=args.resume, pruner=args.pruner, search_sampler=args.search_sampler,
     )
     if args.no_summary:
         return 0

@@ -71,6 +71,7 @@ def tune(
     summary: bool = True,
     resume: bool = False,
     pruner: str | None = None,
+    search_sampler: str | None = None,
 ) -> TuneResult:
     """Run (or resume) the study until it has ``n_trials`` finished trials or ``timeout`` seconds pass.
 
@@ -81,8 +82,12 @@ def tune(
     import optuna
 
     space = load_space(space_path)
-    if pruner is not None:
-        space = space.model_copy(update={"pruner": pruner})
+    if pruner is not None or search_sampler is not None:
+        try:
+            space = SearchSpace.model_validate({**space.model_dump(), "pruner": pruner or space.pruner,
+                                                "sampler": search_sampler or space.sampler})
+        except ValueError as error:  # e.g. grid with a float parameter
+            raise ConfigError(f"{space_path}: {str(error).splitlines()[-1].strip()}") from None
     config = load_config(config_path, base_overrides)  # a bad config fails here, before any trial
     if resume and study_name not in _study_names(storage):
         raise ConfigError(f"--resume: no study {study_name!r} in {storage}")
@@ -90,7 +95,7 @@ def tune(
     parent = _parent_run(study, tracking_uri, config.tracking.experiment, study_name, space, n_trials)
     if workers > 1:
         _run_workers(workers, config_path, base_overrides, n_trials, storage, study_name, data_root,
-                     tracking_uri, cache_dir, timeout, space_path, pruner)
+                     tracking_uri, cache_dir, timeout, space_path, pruner, search_sampler)
     else:
         deadline = None if timeout is None else time.monotonic() + timeout
         objective = _Objective(config_path, list(base_overrides), space, data_root, tracking_uri, cache_dir,
@@ -312,7 +317,8 @@ def _parent_run(study, tracking_uri: str, experiment: str, name: str, space: Sea
 
 def worker_command(config_path: Path, base_overrides: Sequence[str], n_trials: int, storage: str, study_name: str,
                    data_root: Path, tracking_uri: str, cache_dir: Path | None, timeout: float | None,
-                   seed_offset: int, space_path: Path, pruner: str | None = None) -> list[str]:
+                   seed_offset: int, space_path: Path, pruner: str | None = None,
+                   search_sampler: str | None = None) -> list[str]:
     """The `recsys tune` command line of one worker process on the study."""
     command = [sys.executable, "-m", "recsys.cli", "tune", "-c", str(config_path), "--space", str(space_path),
                "--trials", str(n_trials), "--storage", storage, "--study", study_name, "--data-root", str(data_root),
@@ -323,15 +329,18 @@ def worker_command(config_path: Path, base_overrides: Sequence[str], n_trials: i
         command += ["--timeout", str(timeout)]
     if pruner is not None:
         command += ["--pruner", pruner]
+    if search_sampler is not None:
+        command += ["--search-sampler", search_sampler]
     return [*command, *base_overrides]
 
 
 def _run_workers(workers: int, config_path: Path, base_overrides: Sequence[str], n_trials: int, storage: str,
                  study_name: str, data_root: Path, tracking_uri: str, cache_dir: Path | None,
-                 timeout: float | None, space_path: Path, pruner: str | None) -> None:
+                 timeout: float | None, space_path: Path, pruner: str | None, search_sampler: str | None) -> None:
     processes = [
         subprocess.Popen(worker_command(config_path, base_overrides, n_trials, storage, study_name, data_root,
-                                        tracking_uri, cache_dir, timeout, index, space_path, pruner))
+                                        tracking_uri, cache_dir, timeout, index, space_path, pruner,
+                                        search_sampler))
         for index in range(workers)
     ]
     try:
