@@ -118,7 +118,12 @@ def _assert_consistent(trials, runs, n_failed: int) -> None:
     finished = [trial for trial in trials if trial.state.name in FINISHED]
     assert len(finished) == N_TRIALS, f"{len(finished)} finished trials, not {N_TRIALS}: {dict(states)}"
     assert states["RUNNING"] == 0 and states["WAITING"] == 0, dict(states)
-    assert states["FAIL"] == n_failed, dict(states)
+    # Two workers that both saw one trial left may both start one: the later ends FAIL at once, marked
+    # surplus, before any work (no MLflow run, no parameters): not a lost or a duplicated trial.
+    surplus = [trial for trial in trials if trial.state.name == "FAIL" and trial.user_attrs.get("surplus")]
+    assert all(not trial.params for trial in surplus), [trial.params for trial in surplus]
+    assert not {str(trial.number) for trial in surplus} & {run.data.tags.get("optuna.trial") for run in runs}
+    assert states["FAIL"] - len(surplus) == n_failed, dict(states)
     numbers = [trial.number for trial in trials]
     assert len(numbers) == len(set(numbers)) == len(trials), f"trial numbers repeat: {sorted(numbers)}"
     assert sorted(numbers) == list(range(len(trials))), f"trial numbers have gaps: {sorted(numbers)}"
