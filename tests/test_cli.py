@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import polars as pl
@@ -17,6 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from recsys.cli import main
+from tests.served import body_served_by_ui
 from recsys.models.mf import MatrixFactorization
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,32 +224,7 @@ def test_ui_needs_a_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert "no tracking store yet" in _one_line_error(capsys)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ui_serves_the_store_on_localhost(fitted: dict) -> None:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "ui", "--port", str(port), "--tracking-uri", f"sqlite:///{fitted['store']}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline, body = time.monotonic() + 90, ""
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10") as response:
-                    body = response.read().decode()
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert "quickstart" in body
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    # Stopping `recsys ui` stops the whole server: nothing answers on the port any more.
-    time.sleep(1)
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+    body = body_served_by_ui(["--tracking-uri", f"sqlite:///{fitted['store']}"],
+                             "/api/2.0/mlflow/experiments/search?max_results=10")
+    assert "quickstart" in body

@@ -4,13 +4,10 @@ an interrupted study that resumes."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import optuna
@@ -21,6 +18,7 @@ from recsys.cli import main
 from recsys.errors import ConfigError
 from recsys.tuning import study as study_module
 from recsys.tuning.space import load_space
+from tests.served import body_served_by_ui
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -209,27 +207,5 @@ def test_optuna_ui_needs_a_study_storage(tmp_path: Path, capsys) -> None:
 
 def test_optuna_ui_serves_the_studies_on_localhost(tmp_path: Path) -> None:
     optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="demo-study")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "ui", "--optuna", "--storage", f"sqlite:///{tmp_path}/optuna.db",
-         "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline, body = time.monotonic() + 60, ""
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as response:
-                    body = response.read().decode()
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert "demo-study" in body
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    time.sleep(1)
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+    body = body_served_by_ui(["--optuna", "--storage", f"sqlite:///{tmp_path}/optuna.db"], "/api/studies", wait_s=60)
+    assert "demo-study" in body
