@@ -234,6 +234,11 @@ def _check_across_sections(config: ExperimentConfig, source: str) -> None:
     if sequential != config.data.sessions:
         needs = "session data (data.format: yoochoose|diginetica|otto)" if sequential else "user-item data"
         raise ConfigError(f"{source}: model.name: {config.model.name!r} trains on {needs}; data {config.data.name!r} is not")  # type: ignore[attr-defined]
+    if config.eval.protocol == "exposed" and not config.data.exposed_test:
+        raise ConfigError(f"{source}: eval.protocol: 'exposed' needs data with a randomly exposed test set "
+                          "(data.exposed_test: true)")
+    if config.data.sessions and (config.eval.ips or config.eval.protocol != "full"):
+        raise ConfigError(f"{source}: eval: ips and protocol 'exposed' are for user-item data, not sessions")
     monitor = config.train.monitor
     computed = config.eval.metric_names()
     if not monitor.startswith("val/") or monitor.removeprefix("val/") not in computed:

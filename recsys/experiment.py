@@ -23,7 +23,7 @@ import yaml
 
 from recsys.config import ExperimentConfig
 from recsys.data.datamodule import InteractionDataModule
-from recsys.data.interactions import Split
+from recsys.data.interactions import Interactions, Split
 from recsys.data.loading import load_session_split, load_split
 from recsys.data.sessions import SessionDataModule, SessionSplit
 from recsys.errors import ConfigError, DataError
@@ -32,6 +32,7 @@ from recsys.losses import LOSSES
 from recsys.models import MODELS, RecommenderModule, TrainingParts
 from recsys.samplers import SAMPLERS
 from recsys.samplers.diagnostics import SamplerProbe
+from recsys.samplers.mnar import MNARConfig, item_propensity
 
 __all__ = ["ExperimentResult", "build_model", "evaluate", "fit"]
 
@@ -66,7 +67,7 @@ def build_model(config: ExperimentConfig, split: Split | SessionSplit) -> Recomm
         n_items=split.n_items,
         sampler=SAMPLERS.build(config.sampler, train, config.seed),
         loss=LOSSES.build(config.loss),
-        evaluator=FullRankingEvaluator.from_config(config.eval),
+        evaluator=FullRankingEvaluator.from_config(config.eval, _inverse_propensity(config, train)),
         optimizer=config.train.optimizer,
         lr=config.train.lr,
         weight_decay=config.train.weight_decay,
@@ -74,6 +75,16 @@ def build_model(config: ExperimentConfig, split: Split | SessionSplit) -> Recomm
         train=train,
     )
     return MODELS.build(config.model, parts)
+
+
+def _inverse_propensity(config: ExperimentConfig, train: Interactions) -> torch.Tensor | None:
+    """``[n_items]`` ``1 / theta`` for ``eval.ips`` (the ``mnar`` sampler's propensity model by default)."""
+    if not config.eval.ips:
+        return None
+    sampler = config.sampler if isinstance(config.sampler, MNARConfig) else MNARConfig()
+    eta = config.eval.propensity_eta if config.eval.propensity_eta is not None else sampler.eta
+    clip = config.eval.propensity_clip if config.eval.propensity_clip is not None else sampler.clip
+    return torch.from_numpy(1.0 / item_propensity(train.item_counts(), eta, clip))
 
 
 def _prepare(
@@ -88,7 +99,8 @@ def _prepare(
         datamodule = SessionDataModule(sessions, config.train.batch_size, config.eval.batch_size, max_len, config.seed)
         return sessions, datamodule, build_model(config, sessions)
     split = load_split(config.data, data_root, config.seed, cache_dir)
-    datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed)
+    datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed,
+                                       protocol=config.eval.protocol, rare_max_count=config.eval.rare_max_count)
     return split, datamodule, build_model(config, split)
 
 
@@ -277,6 +289,10 @@ def _result(run_id: str, model: RecommenderModule, history, split: Split | Sessi
             }
         )
     means = {name: float(values.mean()) for name, values in per_query.items() if name != "queries"}
+    for other, values_by_name in model.per_query.items():  # further passes, e.g. test/rare
+        if other.startswith(f"{stage}/"):
+            prefix = other.removeprefix(f"{stage}/")
+            means |= {f"{prefix}/{name}": float(v.mean()) for name, v in values_by_name.items() if name != "queries"}
     return ExperimentResult(run_id=run_id, test=means, per_user_test=per_user, history=history)
 
 

@@ -129,6 +129,7 @@ def reference_metrics(
         / sum(1 / math.log2(rank + 1) for rank in range(1, ideal_hits + 1)),
         # The n-th hit at rank r contributes precision@r = n / r.
         "map": sum(n / rank for n, rank in enumerate(hit_ranks, start=1)) / ideal_hits,
+        "dcg": sum(1 / math.log2(rank + 1) for rank in hit_ranks),
     }
 
 

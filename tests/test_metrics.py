@@ -33,6 +33,7 @@ def textbook_metrics(hits: list[bool], n_relevant: int, k: int) -> dict[str, flo
         "mrr": 0.0 if first_hit is None else 1.0 / first_hit,
         "ndcg": dcg / ideal_dcg,
         "map": sum(precisions_at_hits) / min(n_relevant, k),
+        "dcg": dcg,
     }
 
 
@@ -136,9 +137,11 @@ def test_values_are_bounded_and_ordered(case: tuple[list[list[bool]], list[int],
     results = ranking_metrics(torch.tensor(rows), torch.tensor(n_relevant), ks)
     for name in METRICS:
         for k in ks:
-            assert ((results[f"{name}@{k}"] >= 0) & (results[f"{name}@{k}"] <= 1 + 1e-12)).all(), name
+            # DCG is not normalised: at most the ideal sum over the top K ranks.
+            bound = sum(1 / math.log2(rank + 1) for rank in range(1, k + 1)) if name == "dcg" else 1.0
+            assert ((results[f"{name}@{k}"] >= 0) & (results[f"{name}@{k}"] <= bound + 1e-12)).all(), name
     for small, large in zip(ks, ks[1:], strict=False):
-        for name in ("recall", "hit", "mrr"):  # cumulative in K
+        for name in ("recall", "hit", "mrr", "dcg"):  # cumulative in K
             assert (results[f"{name}@{large}"] >= results[f"{name}@{small}"]).all(), name
     for k in ks:
         assert (results[f"mrr@{k}"] <= results[f"hit@{k}"]).all()

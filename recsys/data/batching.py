@@ -15,7 +15,7 @@ from torch import Tensor
 from recsys.data.interactions import Interactions
 from recsys.interfaces import RankingBatch
 
-__all__ = ["ShuffledPairs", "ranking_batches"]
+__all__ = ["exposed_batches", "ShuffledPairs", "ranking_batches"]
 
 
 class ShuffledPairs:
@@ -90,6 +90,39 @@ def ranking_batches(target: Interactions, exclude: Interactions, batch_size: int
                 queries=torch.from_numpy(chunk.astype(np.int64)),
                 exclude_rows=exclude_rows,
                 exclude_cols=exclude_cols,
+                relevant_rows=relevant_rows,
+                relevant_cols=relevant_cols,
+            )
+        )
+    return batches
+
+
+def exposed_batches(target: Interactions, candidates: Interactions, batch_size: int) -> list[RankingBatch]:
+    """Evaluation batches that rank, for every user with a ``target`` item, only that user's
+    ``candidates`` (the randomly exposed test items; Saito et al., WSDM 2020, Sec. 6): every other item
+    is masked, so the metric kernels of full ranking apply unchanged.
+
+    Args:
+        target: the relevant exposed interactions (a subset of ``candidates``).
+        candidates: every exposed (user, item) pair of the test set.
+        batch_size: users per batch.
+    """
+    target_matrix, candidate_matrix = target.csr(), candidates.csr()
+    users = np.flatnonzero(np.diff(target_matrix.indptr) > 0)
+    batches = []
+    for start in range(0, len(users), batch_size):
+        chunk = users[start : start + batch_size]
+        # The complement of each user's candidates, from a dense [chunk, n_items] mask: exposed test
+        # sets are small catalogues (1,000 songs, 300 coats).
+        hidden = np.ones((len(chunk), candidates.n_items), dtype=bool)
+        hidden[candidate_matrix[chunk].nonzero()] = False
+        exclude_rows, exclude_cols = np.nonzero(hidden)
+        relevant_rows, relevant_cols = _rows_and_columns(target_matrix, chunk)
+        batches.append(
+            RankingBatch(
+                queries=torch.from_numpy(chunk.astype(np.int64)),
+                exclude_rows=torch.from_numpy(exclude_rows.astype(np.int64)),
+                exclude_cols=torch.from_numpy(exclude_cols.astype(np.int64)),
                 relevant_rows=relevant_rows,
                 relevant_cols=relevant_cols,
             )

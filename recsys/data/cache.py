@@ -20,7 +20,7 @@ __all__ = ["cache_key", "cached_split", "default_cache_dir"]
 
 # Bump when the way splits are computed or stored changes: old entries then stop matching.
 _CACHE_VERSION = "split-v1"
-_PARTS = ("train", "valid", "test")
+_PARTS = ("train", "valid", "test", "exposure")
 
 
 def default_cache_dir() -> Path:
@@ -68,7 +68,9 @@ def _write(folder: Path, split: Split) -> None:
     folder.mkdir(parents=True)
     frames = []
     for index, name in enumerate(_PARTS):
-        part = split.parts()[name]
+        part = split.parts().get(name)
+        if part is None:
+            continue
         columns: dict[str, Any] = {
             "user": part.users,
             "item": part.items,
@@ -91,6 +93,8 @@ def _read(folder: Path) -> Split:
     parts = {}
     for index, name in enumerate(_PARTS):
         part = frame.filter(pl.col("part") == index)
+        if name == "exposure" and part.height == 0:
+            continue
         timestamps = part["timestamp"] if "timestamp" in part.columns else None
         ratings = part["rating"] if "rating" in part.columns else None
         parts[name] = Interactions(

@@ -59,7 +59,7 @@ class DataConfig(Section):
 
     name: str
     # Interaction formats, then session formats (``SESSION_FORMATS``: event logs for session models).
-    format: Literal["lightgcn", "recbole", "csv", "tsv", "parquet", "yoochoose", "diginetica", "otto"]
+    format: Literal["lightgcn", "recbole", "csv", "tsv", "parquet", "dense", "yoochoose", "diginetica", "otto"]
     file: str | None = None
     train_file: str | None = None
     valid_file: str | None = None
@@ -68,6 +68,10 @@ class DataConfig(Section):
     separator: str | None = None
     has_header: bool = True
     rating_threshold: float | None = None
+    # The test file lists randomly exposed (user, item, rating) pairs (Yahoo! R3's random.txt, Coat's
+    # test.ascii): all are kept as the split's `exposure`, and those rated >= rating_threshold are the
+    # test positives. `eval.protocol: exposed` ranks each test user's exposed items only.
+    exposed_test: bool = False
     min_user_interactions: int = Field(0, ge=0)
     min_item_interactions: int = Field(0, ge=0)
     split: SplitConfig = SplitConfig()
@@ -83,6 +87,8 @@ class DataConfig(Section):
             raise ValueError("train_file/valid_file/test_file are only for split.method 'given'")
         if given and (self.min_user_interactions > 1 or self.min_item_interactions > 1):
             raise ValueError("k-core filtering would change a given split; filter the files instead")
+        if self.exposed_test and (not given or self.rating_threshold is None):
+            raise ValueError("exposed_test needs split.method 'given' (the exposed test file) and a rating_threshold")
         if self.sessions and self.split.method not in ("given", "last_days"):
             raise ValueError(f"format {self.format!r} (sessions) needs split.method 'given' or 'last_days'")
         if self.split.method == "last_days" and not self.sessions:

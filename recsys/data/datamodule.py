@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import lightning.pytorch as L
 
-from recsys.data.batching import ShuffledPairs, ranking_batches
+from recsys.data.batching import ShuffledPairs, exposed_batches, ranking_batches
 from recsys.data.interactions import Split
 from recsys.interfaces import RankingBatch
 
@@ -28,22 +28,40 @@ class _Batches:
 
 class InteractionDataModule(L.LightningDataModule):
     """Train on ``split.train``; validate on ``split.valid`` masking train items; test on ``split.test``
-    masking train and validation items.
+    masking train and validation items (``protocol: full``), or by ranking each test user's exposed items
+    only (``protocol: exposed``, a split with ``exposure``), then again over exposed rare items (at most
+    ``rare_max_count`` training positives) as a second test dataloader.
 
     Args:
         split: the data.
         batch_size: training pairs per batch.
         eval_batch_size: users per evaluation batch.
         seed: shuffling seed (epoch ``e`` uses ``seed + e``).
+        protocol: ``full`` or ``exposed``.
+        rare_max_count: with ``exposed``, the rare-item bound (None: no rare pass).
     """
 
-    def __init__(self, split: Split, batch_size: int, eval_batch_size: int, seed: int) -> None:
+    def __init__(
+        self, split: Split, batch_size: int, eval_batch_size: int, seed: int,
+        protocol: str = "full", rare_max_count: int | None = None,
+    ) -> None:
         super().__init__()
+        if protocol == "exposed" and split.exposure is None:
+            raise ValueError("protocol 'exposed' needs a split with an exposed test set")
         self.split = split
         self.eval_batch_size = eval_batch_size
+        self.protocol = protocol
+        self.rare_max_count = rare_max_count
         self._train = ShuffledPairs(split.train, batch_size, seed)
         self._valid: _Batches | None = None
-        self._test: _Batches | None = None
+        self._test: _Batches | list[_Batches] | None = None
+
+    @property
+    def test_stages(self) -> tuple[str, ...]:
+        """Metric namespace of each test dataloader: ``test`` (and ``test/rare``)."""
+        if self.protocol == "exposed" and self.rare_max_count is not None:
+            return ("test", "test/rare")
+        return ("test",)
 
     def train_dataloader(self) -> ShuffledPairs:
         trainer = self.trainer
@@ -58,8 +76,22 @@ class InteractionDataModule(L.LightningDataModule):
             self._valid = _Batches(ranking_batches(self.split.valid, self.split.train, self.eval_batch_size))
         return self._valid
 
-    def test_dataloader(self) -> _Batches:
+    def test_dataloader(self) -> _Batches | list[_Batches]:
         if self._test is None:
-            known = self.split.train.union(self.split.valid)
-            self._test = _Batches(ranking_batches(self.split.test, known, self.eval_batch_size))
+            self._test = self._exposed() if self.protocol == "exposed" else self._full()
         return self._test
+
+    def _full(self) -> _Batches:
+        known = self.split.train.union(self.split.valid)
+        return _Batches(ranking_batches(self.split.test, known, self.eval_batch_size))
+
+    def _exposed(self) -> _Batches | list[_Batches]:
+        test, exposure = self.split.test, self.split.exposure
+        assert exposure is not None  # checked in __init__
+        passes = [_Batches(exposed_batches(test, exposure, self.eval_batch_size))]
+        if self.rare_max_count is not None:
+            rare = self.split.train.item_counts() <= self.rare_max_count  # [n_items]
+            passes.append(_Batches(exposed_batches(
+                test.select(rare[test.items]), exposure.select(rare[exposure.items]), self.eval_batch_size
+            )))
+        return passes[0] if len(passes) == 1 else passes

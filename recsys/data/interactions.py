@@ -117,15 +117,22 @@ class Interactions:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Train, validation and test interactions over one id space."""
+    """Train, validation and test interactions over one id space.
+
+    ``exposure``, when the test set was randomly exposed (Yahoo! R3, Coat), holds every exposed test
+    pair with its rating; ``test`` is then its relevant part (rating >= the threshold).
+    """
 
     train: Interactions
     valid: Interactions
     test: Interactions
+    exposure: Interactions | None = None
 
     def __post_init__(self) -> None:
-        for name in ("valid", "test"):
+        for name in ("valid", "test", "exposure"):
             part = getattr(self, name)
+            if part is None:
+                continue
             if part.n_users != self.train.n_users or part.n_items != self.train.n_items:
                 raise ValueError(f"{name} has a different id space than train")
         for name in ("train", "valid", "test"):
@@ -141,4 +148,8 @@ class Split:
         return self.train.n_items
 
     def parts(self) -> dict[str, Interactions]:
-        return {"train": self.train, "valid": self.valid, "test": self.test}
+        """train, valid, test (and exposure, when there is one)."""
+        parts = {"train": self.train, "valid": self.valid, "test": self.test}
+        if self.exposure is not None:
+            parts["exposure"] = self.exposure
+        return parts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,25 @@ def load_split(config: DataConfig, data_root: Path, seed: int, cache_dir: Path |
 
 def build_split(config: DataConfig, files: dict[str, Path], seed: int) -> Split:
     """Read, preprocess and split (no cache)."""
-    frames = {role: _read(config, path) for role, path in files.items()}
+    # An exposed test file keeps its sub-threshold rows: they are the exposed but irrelevant items.
+    frames = {
+        role: _read(config, path, threshold=not (config.exposed_test and role == "test"))
+        for role, path in files.items()
+    }
     rng = np.random.default_rng(seed)
     if config.split.method == "given":
         parts = encode(frames)
+        exposure = None
+        if config.exposed_test:
+            exposure = parts["test"]
+            if exposure.ratings is None:
+                raise DataError(f"{files['test']}: exposed_test needs a rating column")
+            parts["test"] = exposure.select(exposure.ratings >= config.rating_threshold)
         if "valid" in parts:
-            return Split(train=parts["train"], valid=parts["valid"], test=parts["test"])
-        return carve_validation(parts["train"], parts["test"], config.split.valid_ratio, rng)
+            split = Split(train=parts["train"], valid=parts["valid"], test=parts["test"])
+        else:
+            split = carve_validation(parts["train"], parts["test"], config.split.valid_ratio, rng)
+        return split if exposure is None else replace(split, exposure=exposure)
 
     frame = k_core(frames["all"], config.min_user_interactions, config.min_item_interactions)
     if frame.height == 0:
@@ -75,7 +88,7 @@ def build_split(config: DataConfig, files: dict[str, Path], seed: int) -> Split:
     return temporal_split(data, config.split.ratios)
 
 
-def _read(config: DataConfig, path: Path) -> pl.DataFrame:
+def _read(config: DataConfig, path: Path, threshold: bool = True) -> pl.DataFrame:
     frame = read_interactions(
         path,
         config.format,
@@ -83,7 +96,7 @@ def _read(config: DataConfig, path: Path) -> pl.DataFrame:
         separator=config.separator,
         has_header=config.has_header,
     )
-    frame = collapse_duplicates(to_implicit(frame, config.rating_threshold, str(path)))
+    frame = collapse_duplicates(to_implicit(frame, config.rating_threshold if threshold else None, str(path)))
     if frame.height == 0:
         raise DataError(f"{path}: no interactions left after the rating threshold")
     return frame

@@ -6,6 +6,8 @@ raises ``DataError`` naming the file and line of the first bad value. Formats (.
 - ``lightgcn``: ``user item item ...`` per line, spaces (LightGCN / NGCF splits; CRLF tolerated).
 - ``recbole``: RecBole atomic ``.inter``: tab-separated with a ``name:type`` header.
 - ``csv`` / ``tsv`` / ``parquet``: a table; ``columns`` maps our names to the file's.
+- ``dense``: a whitespace-separated ``users x items`` matrix of ratings, 0 = unobserved (Coat's
+  ``train.ascii`` / ``test.ascii``, Schnabel et al. 2016); row and column positions are the ids.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recsys.errors import DataError
 
 __all__ = ["read_interactions", "FORMATS"]
 
-FORMATS = ("lightgcn", "recbole", "csv", "tsv", "parquet")
+FORMATS = ("lightgcn", "recbole", "csv", "tsv", "parquet", "dense")
 _ID_COLUMNS = ("user", "item")
 _FLOAT_COLUMNS = ("rating", "timestamp")
 
@@ -49,6 +52,8 @@ def read_interactions(
         raise DataError(f"{path}: no such file")
     if format == "lightgcn":
         return _read_lightgcn(path)
+    if format == "dense":
+        return _read_dense(path)
     if format not in FORMATS:
         raise DataError(f"{path}: unknown format {format!r} (known: {', '.join(FORMATS)})")
     columns = dict(columns or {})
@@ -97,6 +102,40 @@ def _read_lightgcn(path: Path) -> pl.DataFrame:
         .drop_nulls("item")
     )
     return _typed_frame(tokens, path, {"user": "user", "item": "item"}, header_lines=0, line_column="line")
+
+
+def _read_dense(path: Path) -> pl.DataFrame:
+    """Non-zero cells of a dense rating matrix as ``(user, item, rating)``: row, column, value."""
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file") from None
+    rows = [(number, line.split()) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: no interactions in the file")
+    width = len(rows[0][1])
+    for number, cells in rows:
+        if len(cells) != width:
+            raise DataError(f"{path}:{number}: {len(cells)} columns, but the first row has {width}")
+    try:
+        matrix = np.array([cells for _, cells in rows], dtype=np.float64)
+    except ValueError:
+        number, value = next((n, c) for n, cells in rows for c in cells if not _is_number(c))
+        raise DataError(f"{path}:{number}: rating {value!r} is not a number") from None
+    if np.isnan(matrix).any() or (matrix < 0).any():
+        row = int(np.argwhere(np.isnan(matrix) | (matrix < 0))[0, 0])
+        raise DataError(f"{path}:{rows[row][0]}: ratings must be non-negative numbers (0 = unobserved)")
+    users, items = np.nonzero(matrix)
+    return pl.DataFrame({"user": users.astype(np.int64), "item": items.astype(np.int64),
+                         "rating": matrix[users, items]})
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _typed_frame(

@@ -13,21 +13,38 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from recsys.evaluation.metrics import METRICS, ranking_metrics
+from recsys.evaluation.metrics import METRICS, WEIGHTED_METRICS, ranking_metrics, weighted_ranking_metrics
 from recsys.evaluation.topk import top_k
 from recsys.interfaces import DotProductScorer, RankingBatch, Scorer, Section
 
 __all__ = ["EvalConfig", "FullRankingEvaluator"]
 
-MetricName = Literal["recall", "ndcg", "mrr", "hit", "precision", "map"]
+_RELEVANT_WEIGHT = "_relevant_weight"  # per-query sum of relevant items' weights, pooled in end()
+
+MetricName = Literal["recall", "ndcg", "mrr", "hit", "precision", "map", "dcg"]
+DEFAULT_METRICS = ("recall", "ndcg", "mrr", "hit", "precision", "map")
 
 
 class EvalConfig(Section):
-    """The ``eval`` config section."""
+    """The ``eval`` config section.
+
+    ``protocol: exposed`` (data with ``exposed_test``) tests by ranking each test user's randomly
+    exposed items only (Saito et al., WSDM 2020, Sec. 6), and with ``rare_max_count`` also their exposed
+    items with at most that many training positives (``test/rare/...``). ``ips`` adds self-normalised
+    inverse-propensity metrics (``snips_recall``, ``snips_dcg``) to every pass, with the item propensity
+    of Rel-MF ``theta_i = clip((n_i / max n)^eta, M, 1)`` from the training positives; ``propensity_eta``
+    / ``propensity_clip`` default to the ``mnar`` sampler's when the model trains with it (the same
+    propensity model as training), else to 0.5 / 0.1.
+    """
 
     ks: tuple[int, ...] = (10, 20)
-    metrics: tuple[MetricName, ...] = METRICS
+    metrics: tuple[MetricName, ...] = DEFAULT_METRICS
     batch_size: int = Field(512, ge=1)  # queries per evaluation batch
+    protocol: Literal["full", "exposed"] = "full"
+    rare_max_count: int | None = Field(None, ge=0)
+    ips: bool = False
+    propensity_eta: float | None = Field(None, ge=0)
+    propensity_clip: float | None = Field(None, gt=0, le=1)
 
     @field_validator("ks")
     @classmethod
@@ -38,7 +55,8 @@ class EvalConfig(Section):
 
     def metric_names(self) -> list[str]:
         """Every ``"{metric}@{k}"`` this section produces."""
-        return [f"{name}@{k}" for k in self.ks for name in self.metrics]
+        names = (*self.metrics, *(WEIGHTED_METRICS if self.ips else ()))
+        return [f"{name}@{k}" for k in self.ks for name in names]
 
 
 class FullRankingEvaluator:
@@ -48,20 +66,25 @@ class FullRankingEvaluator:
         ks: cut-offs.
         metrics: metric names (see ``recsys.evaluation.metrics``).
         block: top-k block width; item embeddings are zero-padded to a multiple of it.
+        item_weights: ``[n_items]`` inverse propensities; when given, ``WEIGHTED_METRICS`` are added.
     """
 
-    def __init__(self, ks: tuple[int, ...], metrics: tuple[str, ...] = METRICS, block: int = 64) -> None:
+    def __init__(
+        self, ks: tuple[int, ...], metrics: tuple[str, ...] = METRICS, block: int = 64,
+        item_weights: Tensor | None = None,
+    ) -> None:
         self.ks = tuple(ks)
         self.metrics = tuple(metrics)
         self.block = block
+        self.item_weights = item_weights
         self._item_matrix: Tensor | None = None  # [W, d], W a multiple of block, for dot products
         self._buffer: Tensor | None = None
         self._n_items = 0
         self._outputs: list[tuple[Tensor, dict[str, Tensor]]] = []
 
     @classmethod
-    def from_config(cls, config: EvalConfig) -> FullRankingEvaluator:
-        return cls(config.ks, config.metrics)
+    def from_config(cls, config: EvalConfig, item_weights: Tensor | None = None) -> FullRankingEvaluator:
+        return cls(config.ks, config.metrics, item_weights=item_weights)
 
     @torch.no_grad()
     def begin(self, model: Scorer) -> None:
@@ -88,7 +111,17 @@ class FullRankingEvaluator:
         values, ranked = top_k(scores, depth, self.block)  # [B, depth]
         hits = _hits(ranked, values, batch.relevant_rows, batch.relevant_cols)
         n_relevant = torch.bincount(batch.relevant_rows, minlength=len(batch.queries))
-        self._outputs.append((batch.queries, ranking_metrics(hits, n_relevant, self.ks, self.metrics)))
+        metrics = ranking_metrics(hits, n_relevant, self.ks, self.metrics)
+        if self.item_weights is not None:
+            weights = self.item_weights = self.item_weights.to(ranked.device)
+            relevant_weight = torch.zeros(len(batch.queries), dtype=torch.float64, device=weights.device)
+            relevant_weight.index_add_(0, batch.relevant_rows, weights[batch.relevant_cols].double())
+            # Filler columns past the catalogue (masked -inf) are never hits; clamp to index safely.
+            ranked_weights = weights[ranked.clamp(max=len(weights) - 1)]
+            # Numerators now; end() divides by the pass's pooled normaliser.
+            metrics |= weighted_ranking_metrics(hits, ranked_weights, torch.ones((), dtype=torch.float64), self.ks)
+            metrics[_RELEVANT_WEIGHT] = relevant_weight
+        self._outputs.append((batch.queries, metrics))
 
     def end(self) -> dict[str, Tensor]:
         """``"queries"`` -> ``[Q]`` ids and ``"{metric}@{k}"`` -> ``[Q]`` values, over the whole pass."""
@@ -98,6 +131,11 @@ class FullRankingEvaluator:
         for name in self._outputs[0][1]:
             results[name] = torch.cat([values[name] for _, values in self._outputs])
         self._outputs = []
+        if _RELEVANT_WEIGHT in results:
+            normaliser = results.pop(_RELEVANT_WEIGHT).mean()
+            for name in results:
+                if name.startswith(WEIGHTED_METRICS):
+                    results[name] = results[name] / normaliser
         return results
 
     def _scores(self, model: Scorer, queries: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ never knows which ones it trains with.
 
 from __future__ import annotations
 
+import copy
 import resource
 import sys
 import time
@@ -117,6 +118,7 @@ class RecommenderModule(L.LightningModule):
         self.automatic_optimization = False  # see training_step
         self._totals = _EpochTotals()
         self._test_started = 0.0
+        self._test_evaluators: list[RankingEvaluator] = []
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets bookkeeping attributes (`_current_fx_name`, ...) dozens of times per step, and
@@ -297,19 +299,26 @@ class RecommenderModule(L.LightningModule):
         self._test_started = self._clock()
         with torch.no_grad():
             self.begin_evaluation()
-        self.evaluator.begin(self)
+        # One evaluator per test dataloader (the exposed protocol's second pass ranks rare items);
+        # the datamodule names their stages (default: one pass, "test").
+        stages = getattr(self.trainer.datamodule, "test_stages", ("test",))
+        self._test_evaluators = [self.evaluator] + [copy.copy(self.evaluator) for _ in stages[1:]]
+        for evaluator in self._test_evaluators:
+            evaluator.begin(self)
 
-    def test_step(self, batch: RankingBatch, batch_index: int) -> None:
-        self.evaluator.step(self, batch)
+    def test_step(self, batch: RankingBatch, batch_index: int, dataloader_idx: int = 0) -> None:
+        self._test_evaluators[dataloader_idx].step(self, batch)
 
     def on_test_epoch_end(self) -> None:
-        self._log_ranking("test")
+        stages = getattr(self.trainer.datamodule, "test_stages", ("test",))
+        for stage, evaluator in zip(stages, self._test_evaluators, strict=True):
+            self._log_ranking(stage, evaluator)
         self.end_evaluation()
         self.log("time/test_eval_s", self._clock() - self._test_started)
         self.log("sys/peak_rss_mb", peak_rss_mb())
 
-    def _log_ranking(self, stage: str) -> None:
-        results = self.evaluator.end()
+    def _log_ranking(self, stage: str, evaluator: RankingEvaluator | None = None) -> None:
+        results = (evaluator or self.evaluator).end()
         self.per_query[stage] = {name: values.cpu() for name, values in results.items()}
         means: dict[str, Any] = {
             f"{stage}/{name}": values.mean() for name, values in results.items() if name != "queries"
