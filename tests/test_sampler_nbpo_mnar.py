@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from factories import rows_interactions
 
 from recsys.data.interactions import Interactions
+from recsys.interfaces import Negatives
 from recsys.losses import nbpo_loss, relmf_loss
 from recsys.samplers import SAMPLERS
 from recsys.samplers.mnar import MNARConfig, MNARSampler, item_propensity
@@ -153,7 +155,7 @@ def _popularity_train() -> Interactions:
 def test_mnar_positive_weights_are_inverse_clipped_propensities() -> None:
     train = _popularity_train()
     assert train.item_counts().tolist() == [1, 4, 16, 0, 9]
-    sampler = SAMPLERS.build(MNARConfig(n_negatives=2, eta=0.5, clip=0.3), train, 0)
+    sampler = SAMPLERS.build(MNARConfig(n_negatives=2, eta=0.5, clip=0.3, unlabeled_weight=1.0), train, 0)
     assert isinstance(sampler, MNARSampler)
     queries = torch.tensor([0, 0, 5, 3, 0, 15])
     positives = torch.tensor([0, 1, 2, 3, 4, 2])
@@ -173,7 +175,7 @@ def test_mnar_positive_weights_are_inverse_clipped_propensities() -> None:
 def test_mnar_weights_reach_the_relmf_loss() -> None:
     # Positives 0 (weight 10/3) and 2 (weight 1) scored 0; negatives scored 0 with weight 1:
     # every delta is log 2, so L = [ (10/3 + (1 - 10/3)) + (1 + 0) + 2 * 2 ] log 2 / (2 * 3) = 6 log 2 / 6.
-    sampler = SAMPLERS.build(MNARConfig(n_negatives=2, eta=0.5, clip=0.3), _popularity_train(), 0)
+    sampler = SAMPLERS.build(MNARConfig(n_negatives=2, eta=0.5, clip=0.3, unlabeled_weight=1.0), _popularity_train(), 0)
     negatives = sampler(torch.tensor([0, 1]), torch.tensor([0, 2]), _no_scores)
     loss = relmf_loss(torch.zeros(2), torch.zeros(2, 2), negatives)
     assert loss.item() == pytest.approx(math.log(2), rel=1e-6)
@@ -183,3 +185,42 @@ def test_mnar_weights_reach_the_relmf_loss() -> None:
     plain = relmf_loss(torch.tensor([3.0, 0.0]), torch.zeros(2, 2), unweighted)
     # weighted - plain = (10/3 - 1) * (softplus(-3) - softplus(3)) / 6 = (7/3) * (-3) / 6 = -1.1666667
     assert weighted.item() - plain.item() == pytest.approx(-7 / 6, rel=1e-5)
+
+
+def test_mnar_unlabeled_pairs_carry_their_inverse_sampling_rate() -> None:
+    """By default each sampled unlabeled pair stands for |unlabeled| / (N |positives|) pairs, so a batch's
+    relmf loss estimates Eq. 9's sum over all pairs (see MNARSampler)."""
+    train = _popularity_train()
+    unlabeled = train.n_users * train.n_items - len(train)
+    sampler = SAMPLERS.build(MNARConfig(n_negatives=2), train, 0)
+    negatives = sampler(torch.tensor([0, 3]), torch.tensor([2, 4]), _no_scores)
+    expected = unlabeled / (2 * len(train))
+    torch.testing.assert_close(negatives.weight, torch.full((2, 2), expected))
+    assert sampler.diagnostics()["unlabeled_weight"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("relevance", "exposure"), [(0.3, 0.05), (0.1, 1.0), (0.6, 0.2)])
+def test_weighted_relmf_loss_is_minimised_at_the_true_relevance(relevance: float, exposure: float) -> None:
+    """The expected relmf loss of one pair, over its click (probability theta gamma, weight 1/theta) and its
+    sampling as an unlabeled pair (rate c, weight 1/c), is minimised at sigmoid(x) = gamma; with weight 1
+    (the paper code's balanced batches) the minimiser overshoots to the boundary for a rare item."""
+    rate = 0.02  # N |positives| / |unlabeled|
+    grid = torch.linspace(-6, 6, 2401)
+    probability = torch.sigmoid(grid)
+
+    def expected_loss(unlabeled_weight: float) -> torch.Tensor:
+        click = Negatives.unweighted(torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 1))
+        click = replace(click, pos_weight=torch.tensor([1 / exposure]), weight=torch.zeros(1, 1), unit_weights=False)
+        unlabeled = replace(click, pos_weight=torch.zeros(1), weight=torch.full((1, 1), unlabeled_weight))
+        losses = []
+        for x in grid:
+            # relmf_loss divides by B (1 + N) = 2 pairs: multiply back.
+            clicked = 2 * relmf_loss(x.view(1), torch.full((1, 1), -1e4), click, form="square")
+            sampled = 2 * relmf_loss(torch.full((1,), 1e4), x.view(1, 1), unlabeled, form="square")
+            losses.append(exposure * relevance * clicked + (1 - exposure * relevance) * rate * sampled)
+        return torch.stack(losses)
+
+    best = probability[expected_loss(1 / rate).argmin()]
+    assert float(best) == pytest.approx(relevance, abs=0.01)
+    if exposure < 0.1:
+        assert float(probability[expected_loss(1.0).argmin()]) > 0.99

@@ -25,6 +25,10 @@ class MNARConfig(Section):
     eta: float = Field(0.5, ge=0)
     clip: float = Field(0.1, gt=0, le=1)  # lower bound M of the propensity
     exclude_positives: bool = True  # unlabeled pairs are the pairs without a training positive
+    # Weight of each sampled unlabeled pair. None: |unlabeled pairs| / (n_negatives |positives|), the
+    # inverse sampling rate, so that a batch's loss estimates Eq. 9's sum over all pairs. 1.0: the paper
+    # code's balanced batches, which weight the unlabeled sum down by that rate (see MNARSampler).
+    unlabeled_weight: float | None = Field(None, gt=0)
 
 
 def item_propensity(counts: np.ndarray, eta: float, clip: float) -> np.ndarray:
@@ -40,7 +44,15 @@ class MNARSampler(Sampler):
 
     Negatives are uniform unlabeled pairs (label ``Y = 0``); each positive (``Y = 1``) carries
     ``pos_weight = 1 / theta_i`` for the ``relmf`` loss, whose unbiased estimator of the ideal loss is
-    ``(Y / theta) delta1(x) + (1 - Y / theta) delta0(x)``. ``theta`` is estimated from the training
+    ``(Y / theta) delta1(x) + (1 - Y / theta) delta0(x)``, summed over *all* pairs. Positives are each
+    visited once per epoch and unlabeled pairs subsampled (``n_negatives`` per positive), so each sampled
+    unlabeled pair carries ``weight = |unlabeled| / (n_negatives |positives|)``, its inverse sampling rate.
+    With it, the expected loss of a pair is ``gamma delta1 + (1 - gamma) delta0``, minimised at
+    ``sigmoid(x_ui) = gamma_ui``. Without it (``unlabeled_weight: 1``, the balanced batches of the paper's
+    code) unlabeled pairs count at their sampling rate ``c``, the expected loss is
+    ``gamma delta1 + (c - gamma + c' theta gamma) delta0`` (``c' = 1 - c``), and its minimiser
+    ``gamma / (c + c' theta gamma)`` passes 1 (saturates) wherever ``gamma (1 - theta) > c``: rare items
+    are pushed up whatever their relevance. ``theta`` is estimated from the training
     positives as in the paper's code (usaito/unbiased-implicit-rec-real,
     ``src/data/preprocessor.py``: ``(n_i / max n)^0.5``) and clipped below at ``clip``, which bounds the
     weights by ``1 / clip`` (less variance, some bias; the paper's clipped Rel-MF).
@@ -49,29 +61,37 @@ class MNARSampler(Sampler):
         uniform: the unlabeled-pair sampler.
         propensity: ``[n_items]`` clipped ``theta``.
         seed: generator seed.
+        unlabeled_weight: the weight of each sampled unlabeled pair.
     """
 
-    def __init__(self, uniform: UniformSampler, propensity: np.ndarray, seed: int) -> None:
+    def __init__(self, uniform: UniformSampler, propensity: np.ndarray, seed: int, unlabeled_weight: float = 1.0) -> None:
         super().__init__(uniform.n_items, seed)
         self.uniform = uniform
+        self.unlabeled_weight = unlabeled_weight
         self.register_buffer("_inverse_propensity", torch.from_numpy(1.0 / propensity).float(), persistent=False)
 
     @classmethod
     def from_config(cls, config: MNARConfig, train: Interactions, seed: int) -> MNARSampler:
         positives = train.csr() if config.exclude_positives else None
         uniform = UniformSampler(train.n_items, config.n_negatives, positives, seed + 1)
-        return cls(uniform, item_propensity(train.item_counts(), config.eta, config.clip), seed)
+        weight = config.unlabeled_weight
+        if weight is None:
+            pairs = train.n_users * train.n_items
+            unlabeled = pairs - train.csr().nnz if config.exclude_positives else pairs
+            weight = unlabeled / (config.n_negatives * max(1, len(train)))
+        return cls(uniform, item_propensity(train.item_counts(), config.eta, config.clip), seed, weight)
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
         negatives = self.uniform(queries, positives, scorer)
         return Negatives(
             items=negatives.items,
             log_q=negatives.log_q,
-            weight=negatives.weight,
+            weight=negatives.weight * self.unlabeled_weight,
             pos_weight=self._inverse_propensity[positives],
             unit_weights=False,
         )
 
     def diagnostics(self) -> dict[str, float]:
         weights = self._inverse_propensity
-        return {"mean_inverse_propensity": float(weights.mean()), "max_inverse_propensity": float(weights.max())}
+        return {"mean_inverse_propensity": float(weights.mean()), "max_inverse_propensity": float(weights.max()),
+                "unlabeled_weight": self.unlabeled_weight}
