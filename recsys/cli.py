@@ -105,6 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, default=None, help="split seed (default: the config's, or 2020)")
         _common(sub)
         sub.set_defaults(handler=_data)
+    fetch = data_commands.add_parser("fetch", help="download a public dataset, verify its sha256, extract it safely")
+    fetch.add_argument("name", help="a dataset of data/manifest.yaml")
+    fetch.add_argument("--force", action="store_true", help="download again, replacing files already there")
+    fetch.add_argument("--manifest", type=Path, default=None, help=argparse.SUPPRESS)
+    _common(fetch)
+    fetch.set_defaults(handler=_data_fetch)
+    synth = data_commands.add_parser("synth", help="semi-synthetic MNAR clicks with known relevance (a dataset folder)")
+    synth.add_argument("name", help="dataset folder to write under --data-root")
+    synth.add_argument("--eta", type=float, default=1.0, help="popularity bias of exposure (0: none; default 1)")
+    synth.add_argument("--users", type=int, default=2000)
+    synth.add_argument("--items", type=int, default=1000)
+    synth.add_argument("--dim", type=int, default=8, help="rank of the true relevance model")
+    synth.add_argument("--clicks-per-user", type=float, default=30.0)
+    synth.add_argument("--test-per-user", type=int, default=50, help="randomly exposed test items per user")
+    synth.add_argument("--relevance-rate", type=float, default=0.1, help="mean true relevance")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--force", action="store_true", help="replace an existing folder")
+    _common(synth)
+    synth.set_defaults(handler=_data_synth)
+    export = data_commands.add_parser("export", help="write the cached split as RecBole atomic files")
+    export.add_argument("name", nargs="?", help="dataset folder name (see recsys/data/datasets.yaml)")
+    export.add_argument("--format", choices=["recbole"], required=True, help="recbole: benchmark_filename files")
+    export.add_argument("--out", type=Path, default=Path("exports"), help="output folder (default ./exports)")
+    export.add_argument("-c", "--config", type=Path, help="take the data section of this config instead")
+    export.add_argument("--seed", type=int, default=None, help="split seed (default: the config's, or 2020)")
+    _common(export)
+    export.set_defaults(handler=_data_export)
 
     ui = commands.add_parser("ui", help="the MLflow UI on the tracking store (or optuna-dashboard), on 127.0.0.1")
     ui.add_argument("--port", type=int, default=None, help="default 5000 (MLflow), 8080 (--optuna)")
@@ -114,8 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ui)
     ui.set_defaults(handler=_ui)
 
-    bench = commands.add_parser("bench", help="benchmarks")
-    bench_commands = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    bench = commands.add_parser("bench", help="benchmarks: a grid of configs x seeds (-c GRID.yaml), speed, samplers")
+    bench.add_argument("-c", "--config", type=Path, default=None,
+                       help="grid file (configs/bench/...): configs x seeds -> table with CIs, tests, plots")
+    bench.add_argument("--out", type=Path, default=None, help="where the grid's outputs go "
+                       "(default tracking/bench/GRID-STEM/)")
+    _common(bench)
+    bench.set_defaults(handler=_bench_grid)
+    bench_commands = bench.add_subparsers(dest="bench_command", required=False, parser_class=_Parser)
     speed = bench_commands.add_parser("speed", help="seconds/epoch, evaluation seconds, peak RSS of MF-BPR")
     speed.add_argument("--configs", type=Path, nargs="+", default=None,
                        help="configs to time (default: configs/ml-100k/mf_bpr.yaml configs/gowalla/mf_bpr.yaml)")
@@ -186,9 +219,30 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from recsys.data.config import DataConfig, known_datasets, with_manifest_defaults
     from recsys.data.loading import load_split
     from recsys.report import split_table
+
+    data, seed = _data_section(args)
+    if data.sessions:
+        from recsys.data.loading import load_session_split
+        from recsys.report import session_table
+
+        sessions = load_session_split(data, args.data_root)
+        print(session_table(data, sessions) if args.data_command == "info" else f"{data.name}: session files read (not cached)")
+        return 0
+    split = load_split(data, args.data_root, seed, args.cache_dir)
+    if args.data_command == "info":
+        print(split_table(data, split, seed))
+    else:
+        print(f"{data.name}: split cached ({len(split.train)} train, {len(split.valid)} valid, "
+              f"{len(split.test)} test interactions)")
+    return 0
+
+
+def _data_section(args: argparse.Namespace):
+    """The ``data`` section and seed of ``recsys data info|prepare|export``: from ``-c CONFIG``, or the
+    defaults of dataset NAME (seed 2020); ``--seed`` wins."""
+    from recsys.data.config import DataConfig, known_datasets, with_manifest_defaults
 
     if args.config is not None:
         from recsys.config import load_config
@@ -203,21 +257,47 @@ def _data(args: argparse.Namespace) -> int:
             )
         data, seed = DataConfig.model_validate(with_manifest_defaults({"name": args.name})), 2020
     else:
-        raise UserError("recsys data: give a dataset NAME or -c CONFIG")
-    seed = args.seed if args.seed is not None else seed
-    if data.sessions:
-        from recsys.data.loading import load_session_split
-        from recsys.report import session_table
+        raise UserError(f"recsys data {args.data_command}: give a dataset NAME or -c CONFIG")
+    return data, args.seed if args.seed is not None else seed
 
-        sessions = load_session_split(data, args.data_root)
-        print(session_table(data, sessions) if args.data_command == "info" else f"{data.name}: session files read (not cached)")
+
+def _data_fetch(args: argparse.Namespace) -> int:
+    from recsys.data.fetch import fetch
+
+    report = fetch(args.name, args.data_root, force=args.force, manifest=args.manifest)
+    if not report.downloaded:
+        print(f"{args.name}: already fetched and verified in {report.folder} ({len(report.kept)} files; "
+              "nothing downloaded, --force downloads again)")
         return 0
-    split = load_split(data, args.data_root, seed, args.cache_dir)
-    if args.data_command == "info":
-        print(split_table(data, split, seed))
-    else:
-        print(f"{data.name}: split cached ({len(split.train)} train, {len(split.valid)} valid, "
-              f"{len(split.test)} test interactions)")
+    pinned = sum(pinned for _, _, pinned in report.downloaded)
+    print(f"{args.name}: {len(report.downloaded)} downloads ({pinned} sha256-verified, "
+          f"{len(report.downloaded) - pinned} unpinned) into {report.folder}"
+          + (f"; {len(report.kept)} files were already there and verified" if report.kept else ""))
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from recsys.data.synth import SynthConfig, write_dataset
+
+    config = SynthConfig(
+        n_users=args.users, n_items=args.items, dim=args.dim, eta=args.eta, clicks_per_user=args.clicks_per_user,
+        test_per_user=args.test_per_user, relevance_rate=args.relevance_rate, seed=args.seed,
+    )
+    folder = args.data_root / args.name
+    data = write_dataset(config, folder, force=args.force)
+    print(f"{args.name}: {data.train.height:,} clicks of {config.n_users:,} users on {config.n_items:,} items "
+          f"(eta {config.eta:g}), {data.test.height:,} randomly exposed test pairs, in {folder}")
+    print(f"train on it with data.name={args.name} and a configs/synth/ config")
+    return 0
+
+
+def _data_export(args: argparse.Namespace) -> int:
+    from recsys.data.export import export_recbole
+
+    data, seed = _data_section(args)
+    result = export_recbole(data, args.data_root, seed, args.out, args.cache_dir)
+    print(result.summary())
+    print(result.recbole_config)
     return 0
 
 
@@ -262,6 +342,22 @@ def _stop_group(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def _bench_grid(args: argparse.Namespace) -> int:
+    from recsys.bench.grid import run_grid
+
+    if args.config is None:
+        raise UserError("recsys bench: give -c GRID.yaml, or a subcommand (speed, samplers)")
+    out = args.out or Path("tracking") / "bench" / args.config.stem
+    outcome = run_grid(args.config, out, args.data_root, args.tracking_uri, args.cache_dir)
+    print(outcome.markdown)
+    print(f"\nwritten to {out}/: {', '.join(path.name for path in outcome.files)}")
+    if outcome.failed:
+        print(f"recsys: {len(outcome.failed)} cells failed ({'; '.join(outcome.failed)}); "
+              "run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _bench_speed(args: argparse.Namespace) -> int:

@@ -12,7 +12,9 @@ from recsys.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if REPO / "configs" / "search" not in p.parents)
+# Search spaces (configs/search) and benchmark grids (configs/bench) are not experiment configs.
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
+                 if not {REPO / "configs" / "search", REPO / "configs" / "bench"} & set(p.parents))
 
 
 def _data_root(config: Path) -> Path:
