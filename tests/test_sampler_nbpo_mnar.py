@@ -188,11 +188,12 @@ def test_mnar_weights_reach_the_relmf_loss() -> None:
 
 
 def test_mnar_unlabeled_pairs_carry_their_inverse_sampling_rate() -> None:
-    """By default each sampled unlabeled pair stands for |unlabeled| / (N |positives|) pairs, so a batch's
-    relmf loss estimates Eq. 9's sum over all pairs (see MNARSampler)."""
+    """With unlabeled_weight None each sampled unlabeled pair stands for |unlabeled| / (N |positives|) pairs,
+    so a batch's relmf loss estimates Eq. 9's sum over all pairs (see MNARSampler); by default it is 1."""
     train = _popularity_train()
     unlabeled = train.n_users * train.n_items - len(train)
-    sampler = SAMPLERS.build(MNARConfig(n_negatives=2), train, 0)
+    assert MNARConfig().unlabeled_weight == 1.0
+    sampler = SAMPLERS.build(MNARConfig(n_negatives=2, unlabeled_weight=None), train, 0)
     negatives = sampler(torch.tensor([0, 3]), torch.tensor([2, 4]), _no_scores)
     expected = unlabeled / (2 * len(train))
     torch.testing.assert_close(negatives.weight, torch.full((2, 2), expected))
