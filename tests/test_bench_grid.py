@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from recsys.bench.grid import load_grid
-from recsys.bench.stats import confidence_interval, holm, paired_tests
+from recsys.evaluation.significance import confidence_interval, holm, paired_tests
 from recsys.cli import main
 from recsys.errors import ConfigError
 

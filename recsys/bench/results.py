@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.bench.stats import Interval, PairedTest, confidence_interval, holm, paired_tests
+from recsys.evaluation.significance import Interval, PairedTest, confidence_interval, holm, paired_tests
 
 __all__ = ["ALPHA", "CellRecord", "Comparison", "GroupRow", "compare", "markdown", "summarise", "write_tables"]
 

@@ -1,4 +1,4 @@
-"""The statistics of a benchmark table: confidence intervals over seeds, paired per-user tests, Holm.
+"""Significance of differences between runs: intervals over seeds, paired per-user tests, Holm.
 
 - ``confidence_interval``: the mean of a group's seeds with its Student-t interval (``n - 1`` degrees
   of freedom), the interval a paper reports for a handful of seeds.
