@@ -6,7 +6,7 @@ epoch. Evaluation: fixed ``RankingBatch``es of queries with the items to mask an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -78,23 +78,8 @@ def ranking_batches(target: Interactions, exclude: Interactions, batch_size: int
         exclude: the known interactions to mask in the ranking (train; train + validation for test).
         batch_size: users per batch.
     """
-    target_matrix, exclude_matrix = target.csr(), exclude.csr()
-    users = np.flatnonzero(np.diff(target_matrix.indptr) > 0)
-    batches = []
-    for start in range(0, len(users), batch_size):
-        chunk = users[start : start + batch_size]
-        exclude_rows, exclude_cols = _rows_and_columns(exclude_matrix, chunk)
-        relevant_rows, relevant_cols = _rows_and_columns(target_matrix, chunk)
-        batches.append(
-            RankingBatch(
-                queries=torch.from_numpy(chunk.astype(np.int64)),
-                exclude_rows=exclude_rows,
-                exclude_cols=exclude_cols,
-                relevant_rows=relevant_rows,
-                relevant_cols=relevant_cols,
-            )
-        )
-    return batches
+    exclude_matrix = exclude.csr()
+    return _batches(target, batch_size, lambda chunk: _rows_and_columns(exclude_matrix, chunk))
 
 
 def exposed_batches(target: Interactions, candidates: Interactions, batch_size: int) -> list[RankingBatch]:
@@ -107,22 +92,36 @@ def exposed_batches(target: Interactions, candidates: Interactions, batch_size: 
         candidates: every exposed (user, item) pair of the test set.
         batch_size: users per batch.
     """
-    target_matrix, candidate_matrix = target.csr(), candidates.csr()
-    users = np.flatnonzero(np.diff(target_matrix.indptr) > 0)
-    batches = []
-    for start in range(0, len(users), batch_size):
-        chunk = users[start : start + batch_size]
+    candidate_matrix = candidates.csr()
+
+    def unexposed(chunk: np.ndarray) -> tuple[Tensor, Tensor]:
         # The complement of each user's candidates, from a dense [chunk, n_items] mask: exposed test
         # sets are small catalogues (1,000 songs, 300 coats).
         hidden = np.ones((len(chunk), candidates.n_items), dtype=bool)
         hidden[candidate_matrix[chunk].nonzero()] = False
-        exclude_rows, exclude_cols = np.nonzero(hidden)
+        rows, cols = np.nonzero(hidden)
+        return torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols.astype(np.int64))
+
+    return _batches(target, batch_size, unexposed)
+
+
+def _batches(
+    target: Interactions, batch_size: int, excluded: Callable[[np.ndarray], tuple[Tensor, Tensor]]
+) -> list[RankingBatch]:
+    """One batch per ``batch_size`` users with a ``target`` item; ``excluded(chunk)`` gives the masked
+    (position in chunk, item) pairs."""
+    target_matrix = target.csr()
+    users = np.flatnonzero(np.diff(target_matrix.indptr) > 0)
+    batches = []
+    for start in range(0, len(users), batch_size):
+        chunk = users[start : start + batch_size]
+        exclude_rows, exclude_cols = excluded(chunk)
         relevant_rows, relevant_cols = _rows_and_columns(target_matrix, chunk)
         batches.append(
             RankingBatch(
                 queries=torch.from_numpy(chunk.astype(np.int64)),
-                exclude_rows=torch.from_numpy(exclude_rows.astype(np.int64)),
-                exclude_cols=torch.from_numpy(exclude_cols.astype(np.int64)),
+                exclude_rows=exclude_rows,
+                exclude_cols=exclude_cols,
                 relevant_rows=relevant_rows,
                 relevant_cols=relevant_cols,
             )
