@@ -51,6 +51,9 @@ class TrainConfig(Section):
     patience: int = Field(10, ge=1)  # validation epochs without improvement before stopping
     monitor: str = "val/ndcg@20"
     max_epochs: int = Field(300, ge=1)
+    # Training batches per Lightning `training_step` call (each still one optimizer step); null: about
+    # ten calls per epoch. Lightning's per-call bookkeeping is a fifth of a small MF epoch.
+    batches_per_call: int | None = Field(None, ge=1)
 
     def trainer_arguments(self) -> dict[str, Any]:
         """The Lightning ``Trainer`` arguments given in this section (besides ``max_epochs``)."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.batching import ShuffledPairs, ranking_batches
+from recsys.data.batching import BatchGroups, ShuffledPairs, ranking_batches
 from recsys.data.interactions import Interactions
 
 
@@ -97,3 +98,25 @@ def test_shuffled_pairs_without_shuffle_keep_the_stored_order() -> None:
     data = _interactions([(2, 0), (0, 1), (1, 1)], n_users=3, n_items=2)
     pairs = ShuffledPairs(data, batch_size=2, seed=0, shuffle=False)
     assert _epoch(pairs) == _epoch(pairs) == [(2, 0), (0, 1), (1, 1)]
+
+
+# --- BatchGroups ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("per_call", "sizes"), [(1, [1] * 5), (2, [2, 2, 1]), (5, [5]), (9, [5]), (None, [1] * 5)])
+def test_batch_groups_hand_out_the_same_batches_in_order(per_call: int | None, sizes: list[int]) -> None:
+    data = _interactions([(u, i) for u in range(8) for i in range(u % 5 + 1)], n_users=8, n_items=5)
+    groups = BatchGroups(ShuffledPairs(data, batch_size=5, seed=3), per_call)
+    batches = list(groups)
+    assert len(groups) == len(batches) and [len(group) for group in batches] == sizes
+    flat = [pair for group in batches for users, items in group for pair in zip(users.tolist(), items.tolist(), strict=True)]
+    assert flat == _epoch(ShuffledPairs(data, batch_size=5, seed=3))  # epoch 0 of the same seed
+    assert len(list(groups)) == len(sizes)  # the next epoch, grouped alike
+
+
+def test_batch_groups_default_to_about_ten_calls_per_epoch() -> None:
+    data = _interactions([(u, i) for u in range(50) for i in range(9)], n_users=50, n_items=9)
+    groups = BatchGroups(ShuffledPairs(data, batch_size=2, seed=0))  # 225 batches
+    assert len(groups) == 10 and [len(group) for group in groups] == [23] * 9 + [18]
+    with pytest.raises(ValueError, match="per_call"):
+        BatchGroups(ShuffledPairs(data, batch_size=2, seed=0), 0)

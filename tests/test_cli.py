@@ -87,6 +87,17 @@ def test_same_seed_gives_identical_test_metrics(fitted: dict, tmp_path: Path) ->
     assert first == second
 
 
+def test_batches_per_call_leaves_training_unchanged(fitted: dict, tmp_path: Path) -> None:
+    # Grouping batches into Lightning calls must not change a single optimizer step.
+    store = tmp_path / "mlflow.db"
+    assert main(_fit_args(store, fitted["cache"], "train.batches_per_call=1")) == 0
+    (one_per_call,) = _runs(store)
+    assert one_per_call.data.params["train.batches_per_call"] == "1"
+    first = {k: v for k, v in fitted["run"].data.metrics.items() if k.startswith(("test/", "train/loss"))}
+    second = {k: v for k, v in one_per_call.data.metrics.items() if k.startswith(("test/", "train/loss"))}
+    assert first == second and len(first) > 5
+
+
 def test_another_seed_gives_other_metrics(fitted: dict, tmp_path: Path) -> None:
     store = tmp_path / "mlflow.db"
     assert main(_fit_args(store, fitted["cache"], "seed=7")) == 0

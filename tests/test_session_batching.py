@@ -70,17 +70,18 @@ def _same(first: list[tuple[torch.Tensor, ...]], second: list[tuple[torch.Tensor
 
 def test_datamodule_is_deterministic_for_a_seed() -> None:
     split = _split()
-    first, again = SessionDataModule(split, 8, 16, max_len=5, seed=3), SessionDataModule(split, 8, 16, 5, seed=3)
-    other = SessionDataModule(split, 8, 16, max_len=5, seed=4)
+    first = SessionDataModule(split, 8, 16, max_len=5, seed=3, batches_per_call=1)
+    again = SessionDataModule(split, 8, 16, max_len=5, seed=3, batches_per_call=1)
+    other = SessionDataModule(split, 8, 16, max_len=5, seed=4, batches_per_call=1)
     assert first.n_items == 20 and len(first.train_dataloader()) == 5
-    epoch_one = list(first.train_dataloader())
+    epoch_one = [batch for (batch,) in first.train_dataloader()]  # groups of one batch
     assert all(inputs.shape == targets.shape and inputs.shape[1] == 5 for _, inputs, targets in epoch_one)
-    assert _same(epoch_one, list(again.train_dataloader()))
-    assert not _same(epoch_one, list(other.train_dataloader()))
+    assert _same(epoch_one, [batch for (batch,) in again.train_dataloader()])
+    assert not _same(epoch_one, [batch for (batch,) in other.train_dataloader()])
     # A new epoch is a new order (seed + 1), the same for both modules.
-    epoch_two = list(first.train_dataloader())
+    epoch_two = [batch for (batch,) in first.train_dataloader()]
     assert not _same(epoch_one, epoch_two)
-    assert _same(epoch_two, list(again.train_dataloader()))
+    assert _same(epoch_two, [batch for (batch,) in again.train_dataloader()])
 
 
 def test_evaluation_batches_keep_order_and_shape() -> None:

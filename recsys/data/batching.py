@@ -7,6 +7,7 @@ epoch. Evaluation: fixed ``RankingBatch``es of queries with the items to mask an
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor
 from recsys.data.interactions import Interactions
 from recsys.interfaces import RankingBatch
 
-__all__ = ["exposed_batches", "ShuffledPairs", "ranking_batches"]
+__all__ = ["BatchGroups", "exposed_batches", "ShuffledPairs", "ranking_batches"]
 
 
 class ShuffledPairs:
@@ -68,6 +69,47 @@ class ShuffledPairs:
         for user_batch, item_batch in zip(users.split(self.batch_size), items.split(self.batch_size), strict=True):
             if len(user_batch) >= self.world_size:
                 yield user_batch[self.rank :: self.world_size], item_batch[self.rank :: self.world_size]
+
+
+class BatchGroups:
+    """Consecutive batches of ``batches`` handed out ``per_call`` at a time, as lists.
+
+    Lightning spends about 0.3 ms of bookkeeping on every ``training_step`` call (measured on this
+    project's CPU: 12 of a 59 ms MF epoch on ml-100k, whose 40 steps take about 1.2 ms each). A module
+    that takes a list of batches per call and steps its optimizer once per batch
+    (``RecommenderModule.training_step``) pays that once per group; training is unchanged, batch by
+    batch, and Lightning's optimizer step count still counts batches.
+
+    Args:
+        batches: a sized iterable of batches (``ShuffledPairs``, ``ShuffledSessions``).
+        per_call: batches per group (the last group may be shorter); None: as many as make at most
+            ``calls`` groups per epoch.
+        calls: the number of groups per epoch that ``per_call=None`` aims at (the progress bar's
+            refreshes: it redraws about ten times per epoch either way).
+    """
+
+    def __init__(self, batches: Any, per_call: int | None = None, calls: int = 10) -> None:
+        if per_call is not None and per_call < 1:
+            raise ValueError(f"per_call must be >= 1, got {per_call}")
+        self.batches = batches
+        self.per_call = per_call
+        self.calls = calls
+
+    def _size(self) -> int:
+        return self.per_call if self.per_call is not None else max(1, -(-len(self.batches) // self.calls))
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // self._size())
+
+    def __iter__(self) -> Iterator[list[tuple[Tensor, ...]]]:
+        size, group = self._size(), []
+        for batch in self.batches:
+            group.append(batch)
+            if len(group) == size:
+                yield group
+                group = []
+        if group:
+            yield group
 
 
 def ranking_batches(target: Interactions, exclude: Interactions, batch_size: int) -> list[RankingBatch]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import lightning.pytorch as L
 
-from recsys.data.batching import ShuffledPairs, exposed_batches, ranking_batches
+from recsys.data.batching import BatchGroups, ShuffledPairs, exposed_batches, ranking_batches
 from recsys.data.interactions import Split
 from recsys.interfaces import RankingBatch
 
@@ -39,11 +39,13 @@ class InteractionDataModule(L.LightningDataModule):
         seed: shuffling seed (epoch ``e`` uses ``seed + e``).
         protocol: ``full`` or ``exposed``.
         rare_max_count: with ``exposed``, the rare-item bound (None: no rare pass).
+        batches_per_call: training batches per ``training_step`` call (see ``BatchGroups``); None:
+            about ten calls per epoch.
     """
 
     def __init__(
         self, split: Split, batch_size: int, eval_batch_size: int, seed: int,
-        protocol: str = "full", rare_max_count: int | None = None,
+        protocol: str = "full", rare_max_count: int | None = None, batches_per_call: int | None = None,
     ) -> None:
         super().__init__()
         if protocol == "exposed" and split.exposure is None:
@@ -53,6 +55,7 @@ class InteractionDataModule(L.LightningDataModule):
         self.protocol = protocol
         self.rare_max_count = rare_max_count
         self._train = ShuffledPairs(split.train, batch_size, seed)
+        self._groups = BatchGroups(self._train, batches_per_call)
         self._valid: _Batches | None = None
         self._test: _Batches | list[_Batches] | None = None
 
@@ -63,13 +66,13 @@ class InteractionDataModule(L.LightningDataModule):
             return ("test", "test/rare")
         return ("test",)
 
-    def train_dataloader(self) -> ShuffledPairs:
+    def train_dataloader(self) -> BatchGroups:
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             # DDP: each process trains on its rows of every global batch. Evaluation is not sharded:
             # every process ranks every user (the same weights give the same metrics on each).
             self._train.shard(trainer.global_rank, trainer.world_size)
-        return self._train
+        return self._groups
 
     def val_dataloader(self) -> _Batches:
         if self._valid is None:

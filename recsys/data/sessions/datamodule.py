@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning.pytorch as L
 
+from recsys.data.batching import BatchGroups
 from recsys.data.sessions.batching import ShuffledSessions
 from recsys.data.sessions.sessions import SessionSplit
 
@@ -24,14 +25,17 @@ class SessionDataModule(L.LightningDataModule):
         eval_batch_size: sessions per validation/test batch.
         max_len: model input length; each session contributes its last ``max_len + 1`` events.
         seed: shuffling seed (epoch ``e`` uses ``seed + e``).
+        batches_per_call: training batches per ``training_step`` call (``BatchGroups``); None: about
+            ten calls per epoch.
     """
 
     def __init__(self, split: SessionSplit, batch_size: int, eval_batch_size: int, max_len: int = 50,
-                 seed: int = 0) -> None:
+                 seed: int = 0, batches_per_call: int | None = None) -> None:
         super().__init__()
         self.split = split
         self.max_len = max_len
         self._train = ShuffledSessions(split.train, batch_size, max_len, seed)
+        self._groups = BatchGroups(self._train, batches_per_call)
         self._valid = ShuffledSessions(split.valid, eval_batch_size, max_len, shuffle=False)
         self._test = ShuffledSessions(split.test, eval_batch_size, max_len, shuffle=False)
 
@@ -40,8 +44,8 @@ class SessionDataModule(L.LightningDataModule):
         """Items in the id space; the embedding table needs ``n_items + 1`` rows (row 0: padding)."""
         return self.split.n_items
 
-    def train_dataloader(self) -> ShuffledSessions:
-        return self._train
+    def train_dataloader(self) -> BatchGroups:
+        return self._groups
 
     def val_dataloader(self) -> ShuffledSessions:
         return self._valid
