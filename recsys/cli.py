@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import traceback
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
 from recsys.errors import DataError, UserError
@@ -149,11 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(bench)
     bench.set_defaults(handler=_bench_grid)
     bench_commands = bench.add_subparsers(dest="bench_command", required=False, parser_class=_Parser)
-    speed = bench_commands.add_parser("speed", help="seconds/epoch, evaluation seconds, peak RSS of MF-BPR")
+    speed = bench_commands.add_parser(
+        "speed", help="seconds/epoch, evaluation seconds, peak RSS of every model, and of RecBole and implicit")
     speed.add_argument("--configs", type=Path, nargs="+", default=None,
-                       help="configs to time (default: configs/ml-100k/mf_bpr.yaml configs/gowalla/mf_bpr.yaml)")
+                       help="configs to time (default: MF-BPR, LightGCN and SimpleX on ml-100k and gowalla)")
     speed.add_argument("--epochs", type=int, default=10, help="epochs per config (median reported)")
     speed.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    speed.add_argument("--docs", type=Path, default=None,
+                       help="rewrite the section of this page between <!-- bench speed: begin --> and "
+                       "<!-- bench speed: end --> with the command and its tables (docs/benchmarks.md)")
+    speed.add_argument("--peers", type=Path, default=os.environ.get("RECSYS_PEERS_PYTHON") or None,
+                       metavar="PYTHON", help="Python with RecBole and/or implicit (the `peers` dependency group, e.g. "
+                       ".venv-peers/bin/python; env RECSYS_PEERS_PYTHON): run them too, as ratios to ours")
+    speed.add_argument("--peer-datasets", nargs="+", default=None, metavar="NAME",
+                       help="datasets on which peers run (default: ml-100k; RecBole is slow on gowalla)")
     speed.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every config")
     _common(speed)
     speed.set_defaults(handler=_bench_speed)
@@ -361,9 +370,42 @@ def _bench_grid(args: argparse.Namespace) -> int:
 
 
 def _bench_speed(args: argparse.Namespace) -> int:
-    from recsys.bench.speed import run_speed_benchmark
+    from recsys.bench.speed import (
+        DEFAULT_CONFIGS, DEFAULT_PEER_DATASETS, check_docs_page, docs_section, replace_docs_section,
+        run_speed_benchmark,
+    )
 
-    return _bench(args, partial(run_speed_benchmark, overrides=args.overrides))
+    if args.docs is not None:
+        check_docs_page(args.docs)  # before the benchmark, not after it
+    report = run_speed_benchmark(
+        args.configs or [Path(path) for path in DEFAULT_CONFIGS], args.epochs, args.data_root, args.cache_dir,
+        args.overrides, peers_python=args.peers, peer_datasets=args.peer_datasets or DEFAULT_PEER_DATASETS,
+    )
+    print(report)
+    if args.out is not None:
+        args.out.write_text(report + "\n")
+    if args.docs is not None:
+        replace_docs_section(args.docs, docs_section(_speed_command(args), report))
+        print(f"\n{args.docs}: section between its bench speed markers rewritten")
+    return 0
+
+
+def _speed_command(args: argparse.Namespace) -> str:
+    """The ``recsys bench speed`` command line that ``args`` came from (for the docs page)."""
+    words = ["recsys", "bench", "speed"]
+    if args.configs:
+        words += ["--configs", *map(str, args.configs)]
+    words += ["--epochs", str(args.epochs), "--data-root", str(args.data_root)]
+    if args.cache_dir is not None:
+        words += ["--cache-dir", str(args.cache_dir)]
+    if args.peers is not None:
+        words += ["--peers", str(args.peers)]
+    if args.peer_datasets:
+        words += ["--peer-datasets", *args.peer_datasets]
+    if args.out is not None:
+        words += ["--out", str(args.out)]
+    words += ["--docs", str(args.docs), *args.overrides]
+    return shlex.join(words)
 
 
 def _bench_samplers(args: argparse.Namespace) -> int:
@@ -375,7 +417,7 @@ def _bench_samplers(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace, run) -> int:
     """Run a benchmark over ``--configs`` (default: the ml-100k and Gowalla MF-BPR configs), print its
     Markdown and write it to ``--out``."""
-    from recsys.bench.speed import DEFAULT_CONFIGS
+    from recsys.bench.samplers import DEFAULT_CONFIGS
 
     configs = args.configs or [Path(path) for path in DEFAULT_CONFIGS]
     report = run(configs, args.epochs, args.data_root, args.cache_dir)

@@ -22,7 +22,9 @@ import torch
 from recsys.bench.runs import machine_line, markdown_table, timed_fit
 from recsys.errors import UserError
 
-__all__ = ["STEP_VARIANTS", "run_sampler_benchmark"]
+__all__ = ["DEFAULT_CONFIGS", "STEP_VARIANTS", "run_sampler_benchmark"]
+
+DEFAULT_CONFIGS = ("configs/ml-100k/mf_bpr.yaml", "configs/gowalla/mf_bpr.yaml")
 
 # (label, overrides of the config's sampler/loss) for the step-cost table; the first is the baseline.
 STEP_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
