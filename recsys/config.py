@@ -39,6 +39,10 @@ _DEFAULT_NAMES = {"sampler": "uniform", "loss": "bpr"}
 _RESERVED_TRAINER_ARGUMENTS = {"self", "callbacks", "logger", "default_root_dir", "enable_checkpointing", "plugins"}
 
 
+# Trainer arguments that count training batches (Lightning counts `training_step` calls).
+_BATCH_COUNTING = {"limit_train_batches", "val_check_interval"}
+
+
 class TrainConfig(Section):
     """The ``train`` section: recsys's own keys, plus any ``lightning.Trainer`` argument."""
 
@@ -58,6 +62,14 @@ class TrainConfig(Section):
     def trainer_arguments(self) -> dict[str, Any]:
         """The Lightning ``Trainer`` arguments given in this section (besides ``max_epochs``)."""
         return dict(self.model_extra or {})
+
+    def grouping(self) -> int | None:
+        """``batches_per_call``, or 1 where a Trainer argument counts training batches
+        (``limit_train_batches``, ``val_check_interval``): Lightning counts calls, so those keep their
+        meaning only with one batch per call."""
+        if self.batches_per_call is None and _BATCH_COUNTING & set(self.trainer_arguments()):
+            return 1
+        return self.batches_per_call
 
 
 class TrackingConfig(Section):

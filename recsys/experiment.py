@@ -97,12 +97,12 @@ def _prepare(
                             "(give valid_file, or split.valid_days with split.method last_days)")
         max_len = config.model.max_len  # type: ignore[attr-defined]  (checked: a session model)
         datamodule = SessionDataModule(sessions, config.train.batch_size, config.eval.batch_size, max_len, config.seed,
-                                       batches_per_call=config.train.batches_per_call)
+                                       batches_per_call=config.train.grouping())
         return sessions, datamodule, build_model(config, sessions)
     split = load_split(config.data, data_root, config.seed, cache_dir)
     datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed,
                                        protocol=config.eval.protocol, rare_max_count=config.eval.rare_max_count,
-                                       batches_per_call=config.train.batches_per_call)
+                                       batches_per_call=config.train.grouping())
     return split, datamodule, build_model(config, split)
 
 

@@ -75,6 +75,16 @@ def test_trainer_arguments_pass_through_and_typos_do_not() -> None:
         resolve_config(MINIMAL, ["train.callbacks=[]"])  # recsys sets callbacks itself
 
 
+def test_batch_counting_trainer_arguments_train_one_batch_per_call() -> None:
+    assert resolve_config(MINIMAL, []).train.grouping() is None  # about ten calls per epoch
+    for counting in ("train.limit_train_batches=2", "train.val_check_interval=50"):
+        assert resolve_config(MINIMAL, [counting]).train.grouping() == 1
+    assert resolve_config(MINIMAL, ["train.limit_train_batches=2", "train.batches_per_call=4"]).train.grouping() == 4
+    assert resolve_config(MINIMAL, ["train.batches_per_call=3"]).train.grouping() == 3
+    with pytest.raises(ConfigError, match="train.batches_per_call"):
+        resolve_config(MINIMAL, ["train.batches_per_call=0"])
+
+
 def test_an_override_switches_the_implementation() -> None:
     config = resolve_config({**MINIMAL, "loss": {"name": "bce"}}, ["loss.name=bpr"])
     assert config.loss.name == "bpr"

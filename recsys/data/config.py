@@ -12,7 +12,7 @@ from recsys.interfaces import Section
 
 __all__ = ["SESSION_FORMATS", "ColumnsConfig", "DataConfig", "SplitConfig", "known_datasets", "with_manifest_defaults"]
 
-SESSION_FORMATS = ("yoochoose", "diginetica", "otto")
+SESSION_FORMATS = ("yoochoose", "diginetica", "otto", "sequences")
 
 
 class ColumnsConfig(Section):
@@ -32,7 +32,8 @@ class SplitConfig(Section):
     - ``leave_one_out``: per user, last by time is test, second-to-last validation.
     - ``temporal``: one global time cut by ``ratios``.
     - ``given``: ``train_file`` / ``test_file`` as given; ``valid_ratio`` of each user's train is carved
-      out as validation unless a ``valid_file`` is given.
+      out as validation unless a ``valid_file`` is given (sessions: the ``valid_ratio`` of training
+      sessions that end last).
     - ``last_days`` (sessions): TRON's preprocessing and split of one event ``file`` by each session's
       last event (``recsys.data.sessions.tron_split``), items kept from ``min_item_interactions``
       occurrences (TRON: 5).
@@ -59,7 +60,9 @@ class DataConfig(Section):
 
     name: str
     # Interaction formats, then session formats (``SESSION_FORMATS``: event logs for session models).
-    format: Literal["lightgcn", "recbole", "csv", "tsv", "parquet", "dense", "yoochoose", "diginetica", "otto"]
+    format: Literal[
+        "lightgcn", "recbole", "csv", "tsv", "parquet", "dense", "yoochoose", "diginetica", "otto", "sequences"
+    ]
     file: str | None = None
     train_file: str | None = None
     valid_file: str | None = None
@@ -92,7 +95,7 @@ class DataConfig(Section):
         if self.sessions and self.split.method not in ("given", "last_days"):
             raise ValueError(f"format {self.format!r} (sessions) needs split.method 'given' or 'last_days'")
         if self.split.method == "last_days" and not self.sessions:
-            raise ValueError("split.method 'last_days' is for session formats (yoochoose, diginetica, otto)")
+            raise ValueError(f"split.method 'last_days' is for session formats ({', '.join(SESSION_FORMATS)})")
         return self
 
     @property

@@ -115,4 +115,5 @@ def load_session_split(config: DataConfig, data_root: Path) -> SessionSplit:
     if config.split.method == "last_days":
         return tron_split(frames["all"], min_item_support=config.min_item_interactions,
                           test_days=config.split.test_days, valid_days=config.split.valid_days)
-    return given_split(frames["train"], frames["test"], frames.get("valid"))
+    # Without a validation file, the last valid_ratio of the training sessions validate.
+    return given_split(frames["train"], frames["test"], frames.get("valid"), valid_ratio=config.split.valid_ratio)

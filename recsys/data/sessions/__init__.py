@@ -13,6 +13,7 @@ from recsys.data.sessions.preprocess import (
     filter_items,
     filter_sessions,
     given_split,
+    last_sessions,
     split_by_last_event,
     tron_split,
 )
@@ -21,6 +22,7 @@ from recsys.data.sessions.readers import (
     SESSION_READERS,
     read_diginetica,
     read_otto,
+    read_sequences,
     read_sessions,
     read_yoochoose,
 )
@@ -38,10 +40,12 @@ __all__ = [
     "filter_items",
     "filter_sessions",
     "given_split",
+    "last_sessions",
     "last_events",
     "next_item_pairs",
     "read_diginetica",
     "read_otto",
+    "read_sequences",
     "read_sessions",
     "read_yoochoose",
     "split_by_last_event",

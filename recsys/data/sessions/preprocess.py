@@ -22,6 +22,7 @@ __all__ = [
     "filter_items",
     "filter_sessions",
     "given_split",
+    "last_sessions",
     "split_by_last_event",
     "tron_split",
 ]
@@ -58,6 +59,21 @@ def split_by_last_event(frame: pl.DataFrame, days: float) -> tuple[pl.DataFrame,
     cut = frame["timestamp"].max() - days * _SECONDS_PER_DAY
     late = pl.col("timestamp").max().over("session") >= cut
     return frame.filter(~late), frame.filter(late)
+
+
+def last_sessions(frame: pl.DataFrame, ratio: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split whole sessions: the ``ratio`` fraction of sessions that end last (at least one) apart.
+
+    For files without times the timestamps are event positions, so this is the last sessions of the file
+    (the SR-GNN line of work holds out the last 10% of training sessions for validation).
+
+    Returns:
+        ``(early, late)`` frames.
+    """
+    ends = frame.group_by("session").agg(pl.col("timestamp").max().alias("end")).sort("end", "session")
+    n_late = max(1, round(ratio * ends.height))
+    late = ends["session"].tail(n_late).implode()
+    return frame.filter(~pl.col("session").is_in(late)), frame.filter(pl.col("session").is_in(late))
 
 
 def drop_unseen_items(frame: pl.DataFrame, item_ids: pl.Series, min_length: int) -> pl.DataFrame:
@@ -104,12 +120,16 @@ def given_split(
     valid: pl.DataFrame | None = None,
     *,
     min_session_length: int = 2,
+    valid_ratio: float | None = None,
 ) -> SessionSplit:
     """Sessions from separately prepared files (session-rec's ``train_tr``/``train_valid``/``test``).
 
     Each part keeps its clicks and sessions of at least ``min_session_length`` events; the item id map
-    is built from train, and valid/test lose events on items not in it, then short sessions.
+    is built from train, and valid/test lose events on items not in it, then short sessions. Without a
+    ``valid`` frame, ``valid_ratio`` (if given) holds out the sessions of train that end last.
     """
+    if valid is None and valid_ratio is not None:
+        train, valid = last_sessions(filter_sessions(clicks_only(train), min_session_length), valid_ratio)
     parts = [clicks_only(part) for part in (train, valid if valid is not None else train.clear(), test)]
     return _encode(filter_sessions(parts[0], min_session_length), parts[1], parts[2], min_session_length)
 

@@ -10,6 +10,9 @@ Every reader returns Int64 ``session`` and ``item`` (original ids, non-negative)
   prepared files.
 - ``diginetica``: ``;``-separated, header ``session_id;user_id;item_id;timeframe;eventdate``;
   ``timeframe`` is milliseconds added to ``eventdate`` (``YYYY-MM-DD``, UTC midnight).
+- ``sequences``: one session per line, its item ids separated by spaces, in time order, sessions in
+  time order (the SR-GNN / GCE-GNN benchmark files: ``yoochoose1_64-srgnn``, ``diginetica-srgnn``,
+  ``tmall-gcegnn``, ``nowplaying-gcegnn``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import polars as pl
 
 from recsys.errors import DataError
 
-__all__ = ["EVENT_TYPES", "SESSION_READERS", "read_diginetica", "read_otto", "read_sessions", "read_yoochoose"]
+__all__ = [
+    "EVENT_TYPES", "SESSION_READERS", "read_diginetica", "read_otto", "read_sequences", "read_sessions", "read_yoochoose",
+]
 
 EVENT_TYPES = ("clicks", "carts", "orders")
 _SECONDS_PER_DAY = 86_400
@@ -101,10 +106,35 @@ def read_diginetica(path: Path) -> pl.DataFrame:
     return _sorted(frame.cast({"timestamp": pl.Float64}), path)
 
 
+def read_sequences(path: Path) -> pl.DataFrame:
+    """Read a file of item sequences: one session per line, item ids separated by whitespace.
+
+    The files have no times; the order is the time (events within a line, lines within the file).
+
+    Returns:
+        ``session`` (the 1-based line number), ``item``, ``timestamp`` (the event's position in the
+        file: 0, 1, 2, ... over all lines, so later sessions and events are later).
+    """
+    lines = _lines(path)
+    if lines.height == 0:
+        raise DataError(f"{path}: no events in the file")
+    events = lines.select(
+        "line", pl.col("text").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ").alias("raw")
+    ).explode("raw")
+    item = _integer(events["raw"])
+    _raise_first(path, events, [_value(_not_id(item), "item", events["raw"], _NOT_ID)])
+    return pl.DataFrame({
+        "session": events["line"].cast(pl.Int64),
+        "item": item,
+        "timestamp": pl.int_range(events.height, eager=True).cast(pl.Float64),
+    })
+
+
 SESSION_READERS: dict[str, Callable[[Path], pl.DataFrame]] = {
     "otto": read_otto,
     "yoochoose": read_yoochoose,
     "diginetica": read_diginetica,
+    "sequences": read_sequences,
 }
 
 
