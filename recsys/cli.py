@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--clicks-per-user", type=float, default=30.0)
     synth.add_argument("--test-per-user", type=int, default=50, help="randomly exposed test items per user")
     synth.add_argument("--relevance-rate", type=float, default=0.1, help="mean true relevance")
+    synth.add_argument("--test-labels", choices=["draw", "top"], default="draw",
+                       help="test label: a Bernoulli draw of the true relevance (default), or top: the user's "
+                       "relevance-rate fraction of items with the highest true relevance")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--force", action="store_true", help="replace an existing folder")
     _common(synth)
@@ -290,7 +293,8 @@ def _data_synth(args: argparse.Namespace) -> int:
 
     config = SynthConfig(
         n_users=args.users, n_items=args.items, dim=args.dim, eta=args.eta, clicks_per_user=args.clicks_per_user,
-        test_per_user=args.test_per_user, relevance_rate=args.relevance_rate, seed=args.seed,
+        test_per_user=args.test_per_user, relevance_rate=args.relevance_rate, test_labels=args.test_labels,
+        seed=args.seed,
     )
     folder = args.data_root / args.name
     data = write_dataset(config, folder, force=args.force)

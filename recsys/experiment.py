@@ -32,7 +32,7 @@ from recsys.losses import LOSSES
 from recsys.models import MODELS, RecommenderModule, TrainingParts
 from recsys.samplers import SAMPLERS
 from recsys.samplers.diagnostics import SamplerProbe
-from recsys.samplers.mnar import MNARConfig, item_propensity
+from recsys.samplers.mnar import MNARConfig, item_propensity, known_propensity
 
 __all__ = ["ExperimentResult", "build_model", "evaluate", "fit"]
 
@@ -84,6 +84,8 @@ def _inverse_propensity(config: ExperimentConfig, train: Interactions) -> torch.
     sampler = config.sampler if isinstance(config.sampler, MNARConfig) else MNARConfig()
     eta = config.eval.propensity_eta if config.eval.propensity_eta is not None else sampler.eta
     clip = config.eval.propensity_clip if config.eval.propensity_clip is not None else sampler.clip
+    if config.eval.propensity_file is not None:
+        return torch.from_numpy(1.0 / np.clip(known_propensity(config.eval.propensity_file, train), clip, 1.0))
     return torch.from_numpy(1.0 / item_propensity(train.item_counts(), eta, clip))
 
 

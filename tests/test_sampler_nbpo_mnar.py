@@ -5,12 +5,18 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from pathlib import Path
+
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from factories import rows_interactions
 
+from recsys.config import load_config
 from recsys.data.interactions import Interactions
+from recsys.errors import DataError
+from recsys.experiment import _inverse_propensity
 from recsys.interfaces import Negatives
 from recsys.losses import nbpo_loss, relmf_loss
 from recsys.samplers import SAMPLERS
@@ -225,3 +231,23 @@ def test_weighted_relmf_loss_is_minimised_at_the_true_relevance(relevance: float
     assert float(best) == pytest.approx(relevance, abs=0.01)
     if exposure < 0.1:
         assert float(probability[expected_loss(1.0).argmin()]) > 0.99
+
+
+def test_mnar_reads_known_propensities_by_original_item_id(tmp_path: Path) -> None:
+    """``propensity_file`` replaces the count estimate: theta is looked up by original item id and clipped."""
+    # Internal items 0..4 are the original items [3, 0, 4, 1, 2]; theta by original id 0..5.
+    train = replace(_popularity_train(), item_ids=pl.Series([3, 0, 4, 1, 2]))
+    path = tmp_path / "propensity.npy"
+    np.save(path, np.array([0.5, 0.05, 1.0, 0.25, 0.8, 0.9]))
+    sampler = SAMPLERS.build(MNARConfig(clip=0.1, propensity_file=path), train, 0)
+    # internal theta = [0.25, 0.5, 0.8, 0.05 -> clip 0.1, 1.0]; eta and the counts play no part.
+    negatives = sampler(torch.tensor([0, 0, 0, 0, 0]), torch.tensor([0, 1, 2, 3, 4]), _no_scores)
+    torch.testing.assert_close(negatives.pos_weight, torch.tensor([4.0, 2.0, 1.25, 10.0, 1.0]))
+    # The evaluator's IPS weights read the same file, with their own clip.
+    config = load_config(Path("configs/synth/mf_bce.yaml"), [f"eval.propensity_file={path}", "eval.propensity_clip=0.2"])
+    torch.testing.assert_close(_inverse_propensity(config, train), torch.tensor([4.0, 2.0, 1.25, 5.0, 1.0], dtype=torch.float64))
+    with pytest.raises(DataError, match="not a vector over the item ids"):
+        np.save(path, np.ones(4))
+        SAMPLERS.build(MNARConfig(propensity_file=path), train, 0)
+    with pytest.raises(DataError, match="does not exist"):
+        SAMPLERS.build(MNARConfig(propensity_file=tmp_path / "missing.npy"), train, 0)

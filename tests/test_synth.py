@@ -11,7 +11,7 @@ import pytest
 from recsys.cli import main
 from recsys.data.config import DataConfig
 from recsys.data.loading import load_split
-from recsys.data.synth import SynthConfig, generate
+from recsys.data.synth import SynthConfig, generate, top_relevant
 
 SMALL = dict(n_users=300, n_items=200, test_per_user=20, clicks_per_user=15.0)
 
@@ -43,11 +43,31 @@ def test_eta_zero_exposes_every_item_alike_and_eta_one_follows_popularity() -> N
     assert abs(biased.relevance[:, top].mean() - biased.relevance.mean()) < 0.03
 
 
+def test_top_labels_are_each_users_top_fraction_of_true_relevance() -> None:
+    drawn = generate(SynthConfig(**SMALL, eta=1.0, seed=2))
+    top = generate(SynthConfig(**SMALL, eta=1.0, seed=2, test_labels="top"))
+    # Only the test labels change: the same clicks, the same test items.
+    assert top.train.equals(drawn.train) and top.test.select("user", "item").equals(drawn.test.select("user", "item"))
+    # relevance_rate 0.1 of 200 items: a test item is relevant iff its gamma is among the user's 20 highest.
+    twentieth = np.sort(top.relevance, axis=1)[:, -20]
+    users, items = top.test["user"].to_numpy(), top.test["item"].to_numpy()
+    expected = top.relevance[users, items] >= twentieth[users]
+    np.testing.assert_array_equal(top.test["rating"].to_numpy(), expected.astype(np.float64))
+    assert top_relevant(top.relevance, 0.1).sum(axis=1).tolist() == [20] * SMALL["n_users"]
+    assert top_relevant(np.array([[0.1, 0.9, 0.5]]), 0.01).tolist() == [[False, True, False]]  # at least one
+
+
 def test_cli_writes_a_dataset_the_exposed_split_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["data", "synth", "toy", "--data-root", str(tmp_path), "--users", "50", "--items", "40",
-                 "--test-per-user", "10", "--clicks-per-user", "8", "--seed", "3"])
+                 "--test-per-user", "10", "--clicks-per-user", "8", "--seed", "3", "--test-labels", "top"])
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == ["SOURCE.md", "relevance.npy", "test.csv", "train.csv"]
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == [
+        "SOURCE.md", "propensity.npy", "relevance.npy", "test.csv", "train.csv"]
+    # propensity.npy is the true item exposure theta, the one the clicks were drawn with.
+    data = generate(SynthConfig(n_users=50, n_items=40, test_per_user=10, clicks_per_user=8.0, seed=3, test_labels="top"))
+    np.testing.assert_allclose(np.load(tmp_path / "toy" / "propensity.npy"), data.exposure[0])
+    assert (data.exposure == data.exposure[0]).all()
+    assert "test_labels: top" in (tmp_path / "toy" / "SOURCE.md").read_text()
     config = DataConfig.model_validate({
         "name": "toy", "format": "csv", "has_header": False,
         "columns": {"user": "0", "item": "1", "rating": "2", "timestamp": None},

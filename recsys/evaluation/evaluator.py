@@ -7,6 +7,7 @@ results do not depend on the batch size: each query's row is computed and ranked
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -34,7 +35,9 @@ class EvalConfig(Section):
     inverse-propensity metrics (``snips_recall``, ``snips_dcg``) to every pass, with the item propensity
     of Rel-MF ``theta_i = clip((n_i / max n)^eta, M, 1)`` from the training positives; ``propensity_eta``
     / ``propensity_clip`` default to the ``mnar`` sampler's when the model trains with it (the same
-    propensity model as training), else to 0.5 / 0.1.
+    propensity model as training), else to 0.5 / 0.1. ``propensity_file`` takes known propensities
+    instead (as ``sampler.propensity_file``: a ``.npy`` vector of theta by original item id, clipped at
+    ``propensity_clip``), so that models trained with different propensities are selected alike.
     """
 
     ks: tuple[int, ...] = (10, 20)
@@ -45,6 +48,7 @@ class EvalConfig(Section):
     ips: bool = False
     propensity_eta: float | None = Field(None, ge=0)
     propensity_clip: float | None = Field(None, gt=0, le=1)
+    propensity_file: Path | None = None
 
     @field_validator("ks")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -10,11 +11,12 @@ from pydantic import Field
 from torch import Tensor
 
 from recsys.data.interactions import Interactions
+from recsys.errors import DataError
 from recsys.interfaces import Negatives, ScoreFn, Section
 from recsys.samplers.base import Sampler
 from recsys.samplers.uniform import UniformSampler
 
-__all__ = ["MNARConfig", "MNARSampler", "item_propensity"]
+__all__ = ["MNARConfig", "MNARSampler", "item_propensity", "known_propensity"]
 
 
 class MNARConfig(Section):
@@ -29,12 +31,33 @@ class MNARConfig(Section):
     # reproduces its Yahoo! R3 result). None: |unlabeled pairs| / (n_negatives |positives|), the inverse
     # sampling rate, so that a batch's loss estimates Eq. 9's sum over all pairs (see MNARSampler).
     unlabeled_weight: float | None = Field(1.0, gt=0)
+    # Known propensities instead of the estimate from click counts: a ``.npy`` vector of theta indexed by
+    # the original item id (``recsys data synth`` writes the true ones as propensity.npy); still clipped
+    # at ``clip``, ``eta`` unused. A relative path is taken from the working directory.
+    propensity_file: Path | None = None
 
 
 def item_propensity(counts: np.ndarray, eta: float, clip: float) -> np.ndarray:
     """``theta_i = clip((n_i / max_j n_j)^eta, M, 1)`` (Saito et al., WSDM 2020, Sec. 5.1 and Eq. 11)."""
     relative = counts / max(1, counts.max())
     return np.clip(np.power(relative, eta), clip, 1.0)
+
+
+def known_propensity(path: Path, train: Interactions) -> np.ndarray:
+    """``[n_items]`` theta of each internal item, read from a ``.npy`` vector indexed by the original item id.
+
+    Raises:
+        DataError: the file is missing, not such a vector, or has a propensity <= 0.
+    """
+    if not path.is_file():
+        raise DataError(f"propensity_file: {path} does not exist")
+    theta = np.load(path)
+    original = train.item_ids.cast(int, strict=False).to_numpy()
+    if theta.ndim != 1 or np.isnan(original.astype(float)).any() or original.min() < 0 or original.max() >= len(theta):
+        raise DataError(f"propensity_file: {path} is not a vector over the item ids 0..{original.max()}")
+    if not (theta[original] > 0).all():
+        raise DataError(f"propensity_file: {path} has a propensity <= 0")
+    return theta[original].astype(np.float64)
 
 
 class MNARSampler(Sampler):
@@ -55,7 +78,8 @@ class MNARSampler(Sampler):
     unbiased, but on Yahoo! R3 and Coat it ranks worse than the balanced batches (docs/results.md: the
     weighted unlabeled term dominates the loss). ``theta`` is estimated from the training
     positives as in the paper's code (usaito/unbiased-implicit-rec-real,
-    ``src/data/preprocessor.py``: ``(n_i / max n)^0.5``) and clipped below at ``clip``, which bounds the
+    ``src/data/preprocessor.py``: ``(n_i / max n)^0.5``), or read from ``propensity_file`` when the
+    propensities are known (semi-synthetic data), and clipped below at ``clip``, which bounds the
     weights by ``1 / clip`` (less variance, some bias; the paper's clipped Rel-MF).
 
     Args:
@@ -80,7 +104,11 @@ class MNARSampler(Sampler):
             pairs = train.n_users * train.n_items
             unlabeled = pairs - train.csr().nnz if config.exclude_positives else pairs
             weight = unlabeled / (config.n_negatives * max(1, len(train)))
-        return cls(uniform, item_propensity(train.item_counts(), config.eta, config.clip), seed, weight)
+        if config.propensity_file is None:
+            propensity = item_propensity(train.item_counts(), config.eta, config.clip)
+        else:
+            propensity = np.clip(known_propensity(config.propensity_file, train), config.clip, 1.0)
+        return cls(uniform, propensity, seed, weight)
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
         negatives = self.uniform(queries, positives, scorer)
