@@ -95,6 +95,11 @@ def test_a_grid_resolves_every_cell_and_each_groups_baseline(tmp_path: Path) -> 
     assert (cell.config.sampler.name, cell.config.model.dim, cell.config.seed) == ("popularity", 16, 2)
     assert cell.config.train.max_epochs == 2 and cell.config.tracking.experiment == "bench-tiny"
     assert len({cell.key for cell in plan.cells}) == 8  # every cell its own identity
+    # A value may name its own control on its axis: an ablation against its matched twin.
+    own = text.replace("{label: mf16, overrides: [model.dim=16]}", "{label: mf16, overrides: [model.dim=16], baseline: mf8}")
+    plan = load_grid(_grid(tmp_path, own))
+    assert plan.baselines[("popularity", "mf16")] == ("uniform", "mf8")
+    assert plan.baselines[("popularity", "mf8")] == ("uniform", "mf8")
     # A bare label names the baseline only when there is one axis.
     with pytest.raises(ConfigError, match="baseline: with several axes, give a mapping axis: label"):
         load_grid(_grid(tmp_path, text.replace("baseline: {sampler: uniform}", "baseline: uniform")))
@@ -106,6 +111,8 @@ def test_a_grid_resolves_every_cell_and_each_groups_baseline(tmp_path: Path) -> 
         (("seeds: [1, 2]", "seeds: [1, 1]"), "seeds: a seed appears more than once"),
         (("baseline: uniform", "baseline: unifrom"), "baseline.sampler: no value labelled 'unifrom'"),
         (("baseline: uniform", "baseline: {model: uniform}"), "baseline.model: no such axis"),
+        (("{label: popularity,", "{label: popularity, baseline: unifrom,"),
+         "axes.sampler: popularity: baseline 'unifrom' is not a value of this axis"),
         (("report: {", "reprot: {"), "reprot: unknown key"),
         (("{label: uniform}", "{label: uniform, overides: []}"), "axes.sampler.0.overides: unknown key"),
         (("{label: popularity,", "{label: uniform,"), "axes.sampler: label 'uniform' appears more than once"),

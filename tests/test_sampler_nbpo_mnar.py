@@ -178,6 +178,15 @@ def test_mnar_positive_weights_are_inverse_clipped_propensities() -> None:
     assert figures["mean_inverse_propensity"] == pytest.approx((10 / 3 + 2 + 1 + 10 / 3 + 4 / 3) / 5, rel=1e-6)
 
 
+def test_flattened_propensity_keeps_the_mean_positive_weight_for_every_item() -> None:
+    # counts [1, 4, 16, 0, 9], 1 / theta = [10/3, 2, 1, 10/3, 4/3] (eta 0.5, clip 0.3): the mean weight over
+    # the 30 positives is (10/3 + 8 + 16 + 12) / 30 = 1.3111111, now every item's.
+    config = MNARConfig(n_negatives=2, eta=0.5, clip=0.3, flatten=True)
+    sampler = SAMPLERS.build(config, _popularity_train(), 0)
+    negatives = sampler(torch.tensor([0, 0, 5]), torch.tensor([0, 1, 2]), _no_scores)
+    torch.testing.assert_close(negatives.pos_weight, torch.full((3,), (10 / 3 + 8 + 16 + 12) / 30))
+
+
 def test_mnar_weights_reach_the_relmf_loss() -> None:
     # Positives 0 (weight 10/3) and 2 (weight 1) scored 0; negatives scored 0 with weight 1:
     # every delta is log 2, so L = [ (10/3 + (1 - 10/3)) + (1 + 0) + 2 * 2 ] log 2 / (2 * 3) = 6 log 2 / 6.

@@ -22,6 +22,8 @@ A grid file (``configs/bench/samplers_ml100k.yaml`` is one)::
   per axis, all seeds) is tested against the group with the baseline's labels on those axes and its own
   labels on the others: leave a dataset axis out of ``baseline`` and samplers are compared within each
   dataset (paired tests need the same users).
+  A value may name its own control on its axis instead (``baseline: LABEL`` in the value: an ablation
+  tested against its matched control rather than the common baseline).
 - ``report``: the ``ks`` and ``metrics`` of the tables and tests; every cell must compute them.
 
 Every cell's config is resolved before anything runs, so a mistake in the grid or in any cell stops
@@ -78,6 +80,7 @@ class AxisValue(_Strict):
     label: StrictStr = Field(min_length=1)
     overrides: list[StrictStr] = []
     base: StrictStr | None = None
+    baseline: StrictStr | None = None  # this value's own control on its axis (default: the grid's)
 
 
 class ReportSpec(_Strict):
@@ -119,7 +122,18 @@ class GridSpec(_Strict):
             known = [value.label for value in self.axes[axis]]
             if label not in known:
                 raise ValueError(f"baseline.{axis}: no value labelled {label!r} (labels: {', '.join(known)})")
+        for axis, values in self.axes.items():
+            known = [value.label for value in values]
+            for value in values:
+                if value.baseline is not None and value.baseline not in known:
+                    raise ValueError(f"axes.{axis}: {value.label}: baseline {value.baseline!r} is not a value "
+                                     f"of this axis (labels: {', '.join(known)})")
         return self
+
+    def control(self, axis: str, label: str) -> str:
+        """The label that a group with ``label`` on ``axis`` is compared with on that axis."""
+        own = next(value.baseline for value in self.axes[axis] if value.label == label)
+        return own if own is not None else self.baseline_labels().get(axis, label)
 
     def baseline_labels(self) -> dict[str, str]:
         """The baseline as ``axis -> label``."""
@@ -195,8 +209,7 @@ def load_grid(path: Path) -> Plan:
             key = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
             cells.append(Cell(group, seed, config, key))
     metrics = _metrics(spec, cells, axes, path)
-    chosen = spec.baseline_labels()
-    baselines = {group: tuple(chosen.get(axis, label) for axis, label in zip(axes, group, strict=True))
+    baselines = {group: tuple(spec.control(axis, label) for axis, label in zip(axes, group, strict=True))
                  for group in groups}
     return Plan(path, hashlib.sha256(text.encode()).hexdigest(), text, axes, tuple(groups), tuple(cells),
                 baselines, metrics, experiment)

@@ -35,6 +35,11 @@ class MNARConfig(Section):
     # the original item id (``recsys data synth`` writes the true ones as propensity.npy); still clipped
     # at ``clip``, ``eta`` unused. A relative path is taken from the working directory.
     propensity_file: Path | None = None
+    # Ablation control: every item gets one propensity, the harmonic mean of theta over the training
+    # positives, so positives weigh 1/theta on average as with the correction but equally for every item.
+    # Its expected loss ranks like theta * gamma (uncorrected); what it shares with the corrected model is
+    # the balance of the positive and unlabeled terms, which moves this estimator more than the bias does.
+    flatten: bool = False
 
 
 def item_propensity(counts: np.ndarray, eta: float, clip: float) -> np.ndarray:
@@ -108,6 +113,10 @@ class MNARSampler(Sampler):
             propensity = item_propensity(train.item_counts(), config.eta, config.clip)
         else:
             propensity = np.clip(known_propensity(config.propensity_file, train), config.clip, 1.0)
+        if config.flatten:
+            counts = train.item_counts()
+            mean_weight = float((counts / propensity).sum() / max(1, counts.sum()))  # mean 1/theta over positives
+            propensity = np.full_like(propensity, 1.0 / mean_weight)
         return cls(uniform, propensity, seed, weight)
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
