@@ -152,9 +152,12 @@ def test_two_workers_finish_the_budget_with_no_trial_lost_or_duplicated(postgres
     assert codes == {"a": 0, "b": 0}, "\n".join(f"--- {name}\n{_tail(log)}" for name, log in logs.items())
     trials = _trials(storage, study)
     _assert_consistent(trials, _mlflow_trial_runs(tmp_path, study), n_failed=0)
-    assert len(trials) == N_TRIALS, f"more trials than the budget: {dict(_states(trials))}"
+    # Beyond the budget only a surplus trial (both workers saw one trial left; the later one stops before
+    # any work, checked above) - a race of timing, seen once in a CI run on a loaded machine.
+    worked = [trial for trial in trials if not trial.user_attrs.get("surplus")]
+    assert len(worked) == N_TRIALS, f"more trials than the budget: {dict(_states(trials))}"
     # The workers' samplers (seed offsets 0 and 1) did not propose the same points.
-    params = [tuple(sorted(trial.params.items())) for trial in trials]
+    params = [tuple(sorted(trial.params.items())) for trial in worked]
     assert len(set(params)) == len(params), f"the same parameters twice: {params}"
 
 
