@@ -78,7 +78,12 @@ class Negatives:
 
 
 class ScoreFn(Protocol):
-    """A no-grad view of the current model for one batch: ``items [B, C] -> scores [B, C]``."""
+    """A no-grad view of the current model for one batch: ``items [B, C] -> scores [B, C]``.
+
+    The scorer a model hands its sampler (``recsys.samplers.base.BoundScorer``) also has
+    ``blocks(pool [G, N]) -> [B, N]`` for candidates laid out in blocks (``recsys.samplers.pool``);
+    samplers fall back to ``__call__`` for a scorer without it.
+    """
 
     def __call__(self, items: Tensor) -> Tensor: ...
 

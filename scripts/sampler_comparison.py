@@ -28,10 +28,14 @@ VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("in_batch + BPR", ("sampler.name=in_batch",)),
     ("in_batch + sampled softmax, log-Q", ("sampler.name=in_batch", "loss.name=sampled_softmax",
                                           "loss.log_q_correction=true")),
-    ("topk 1 of 4 (DNS)", ("sampler.name=topk", "sampler.candidates=4")),
+    ("topk 1 of 4 (DNS), pool blocks", ("sampler.name=topk", "sampler.candidates=4")),  # the default base
+    ("topk 1 of 4 (DNS), pooled", ("sampler.name=topk", "sampler.candidates=4",
+                                   "sampler.base={name: uniform, exclude_positives: true, pool: 256}")),
     ("topk 1 of 4 (DNS), per-query candidates", ("sampler.name=topk", "sampler.candidates=4",
                                                  "sampler.base={name: uniform, exclude_positives: true}")),
-    ("topk 1 of 64 (DNS)", ("sampler.name=topk", "sampler.candidates=64")),
+    ("topk 1 of 64 (DNS), pool blocks", ("sampler.name=topk", "sampler.candidates=64")),
+    ("topk 1 of 64 (DNS), pooled", ("sampler.name=topk", "sampler.candidates=64",
+                                    "sampler.base={name: uniform, exclude_positives: true, pool: 256}")),
     ("topk 1 of 64 (DNS), per-query candidates", ("sampler.name=topk", "sampler.candidates=64",
                                                   "sampler.base={name: uniform, exclude_positives: true}")),
     ("topk 1 of 64, one candidate set per batch", ("sampler.name=topk", "sampler.candidates=64",
@@ -49,6 +53,8 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: samplers-<config stem>)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                        help="run only the variants with these labels")
     parser.add_argument("overrides", nargs="*", help="applied to every run")
     args = parser.parse_args()
     experiment = args.experiment or f"samplers-{args.config.parent.name}-{args.config.stem}"
@@ -65,7 +71,11 @@ def main() -> None:
         return runs[0] if runs else None
 
     rows = []
-    for label, overrides in VARIANTS:
+    unknown = sorted(set(args.only or ()) - {label for label, _ in VARIANTS})
+    if unknown:
+        parser.error(f"--only: no variant labelled {', '.join(map(repr, unknown))}")
+    variants = [v for v in VARIANTS if args.only is None or v[0] in args.only]
+    for label, overrides in variants:
         runs = []
         for seed in args.seeds:
             run = finished(label, seed)

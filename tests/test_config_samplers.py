@@ -40,10 +40,11 @@ def test_a_nested_base_is_validated_by_its_own_config_class() -> None:
     assert config.flat()["sampler.base.alpha"] == 0.5
 
 
-def test_the_default_base_is_a_pooled_uniform_draw_that_masks_positives() -> None:
+def test_the_default_base_is_a_blocked_uniform_pool_that_masks_positives() -> None:
     config = resolve_config(MINIMAL, [TOPK])
-    assert config.sampler.base == UniformConfig(exclude_positives=True, pool=256)
+    assert config.sampler.base == UniformConfig(exclude_positives=True, pool=256, windows="blocks")
     assert config.flat()["sampler.base.pool"] == 256 and config.flat()["sampler.base.shared"] is False
+    assert config.flat()["sampler.base.windows"] == "blocks"
     # A dotted override reaches into the nested section (it then names itself).
     config = resolve_config(MINIMAL, [TOPK, "sampler.base.name=uniform", "sampler.base.shared=false"])
     assert config.sampler.base == UniformConfig(shared=False)

@@ -11,7 +11,13 @@ from factories import rows_csr, rows_interactions
 
 from recsys.config import resolve_config
 from recsys.errors import ConfigError
+from recsys.evaluation.evaluator import FullRankingEvaluator
+from recsys.losses import bpr_loss
+from recsys.models.base import TrainingParts
+from recsys.models.mf import MatrixFactorization, MFConfig
 from recsys.samplers import SAMPLERS
+from recsys.samplers.base import BoundScorer
+from recsys.samplers.pool import block_rows, blocks
 from recsys.samplers.topk import TopKSampler, candidate_scores
 from recsys.samplers.uniform import UniformConfig, UniformSampler
 
@@ -80,3 +86,75 @@ def test_pool_settings_are_checked() -> None:
                                       "sampler.base.pool=1024", "sampler.base.exclude_positives=true"])
     sampler = SAMPLERS.build(config.sampler, rows_interactions(ROWS, 2000), 0)
     assert sampler.base.pool == 1024 and sampler.base.n_negatives == 300
+
+
+# -- pool blocks: each contiguous run of rows takes one block of the pool ------------------------------
+
+
+@pytest.mark.parametrize(("batch", "n_blocks"), [(8, 4), (7, 3), (2, 5), (1, 4)])
+def test_block_rows_are_contiguous_runs_of_ceil_b_over_g(batch: int, n_blocks: int) -> None:
+    rows = block_rows(batch, n_blocks)
+    per_block = -(-batch // n_blocks)
+    assert rows.tolist() == [b // per_block for b in range(batch)]
+    assert bool((rows.diff() >= 0).all()) and int(rows.max()) < n_blocks
+
+
+def test_blocked_pool_gives_each_run_of_rows_one_whole_block() -> None:
+    sampler = UniformSampler(50, 4, seed=3, pool=14, windows="blocks")  # 3 blocks of 4; 2 pool entries unused
+    negatives = _draw(sampler, [0, 1, 2, 3, 0, 1, 2])  # 7 rows: runs of 3, 3, 1
+    grid, pool, index = blocks(negatives), negatives.extras["pool"], negatives.extras["pool_index"]
+    assert grid.shape == (3, 4) and pool.shape == (12,)
+    assert torch.equal(grid, pool.view(3, 4))
+    assert torch.equal(negatives.items, grid[torch.tensor([0, 0, 0, 1, 1, 1, 2])])
+    assert torch.equal(negatives.items, pool[index])  # still a pooled layout for the GEMM paths
+
+
+def test_blocked_negatives_are_uniform_for_each_query() -> None:
+    sampler = UniformSampler(12, 3, seed=0, pool=9, windows="blocks")
+    for row in (0, 2):  # the first and the last run
+        draws = torch.cat([_draw(sampler, [0, 1, 2]).items[row] for _ in range(20000)])
+        assert scipy.stats.chisquare(np.bincount(draws.numpy(), minlength=12)).pvalue > 1e-3
+
+
+def test_blocked_exclusion_weights_exactly_the_own_positives_zero() -> None:
+    sampler = UniformSampler(10, 5, rows_csr(ROWS, 10), seed=1, pool=10, windows="blocks")
+    for _ in range(50):
+        users = [0, 1, 2, 3]
+        negatives = _draw(sampler, users)
+        own = torch.tensor([[item in ROWS[user] for item in row] for user, row in zip(users, negatives.items.tolist())])
+        assert torch.equal(negatives.weight == 0, own)
+
+
+@pytest.mark.parametrize("batch", [8, 7, 2])
+def test_dot_product_block_scores_equal_the_scores_of_each_rows_block(batch: int) -> None:
+    torch.manual_seed(0)
+    parts = TrainingParts(n_users=9, n_items=30, sampler=UniformSampler(30, 1), loss=bpr_loss,
+                          evaluator=FullRankingEvaluator((2,)))
+    model = MatrixFactorization(MFConfig(dim=5), parts)
+    queries, pool = torch.randint(9, (batch,)), torch.randint(30, (3, 4))
+    expected = model.score(queries, pool[block_rows(batch, 3)])  # [B, 4] gathered rows
+    torch.testing.assert_close(model.score_blocks(queries, pool), expected)
+    # A scorer without a faster way scores each row's block as items: the same values.
+    plain = BoundScorer(model.score, queries)
+    torch.testing.assert_close(plain.blocks(pool), expected)
+
+
+def test_topk_over_blocks_keeps_the_best_of_each_rows_block() -> None:
+    torch.manual_seed(0)
+    parts = TrainingParts(n_users=9, n_items=30, sampler=UniformSampler(30, 1), loss=bpr_loss,
+                          evaluator=FullRankingEvaluator((2,)))
+    model = MatrixFactorization(MFConfig(dim=5), parts)
+    queries = torch.arange(9)
+    scorer = BoundScorer(model._score_without_grad, queries, model._score_blocks_without_grad)
+    kept = TopKSampler(UniformSampler(30, 6, seed=4, pool=18, windows="blocks"), k=2, seed=0)(
+        queries, torch.zeros(9, dtype=torch.long), scorer)
+    candidates = UniformSampler(30, 6, seed=4, pool=18, windows="blocks")(queries, torch.zeros(9, dtype=torch.long), scorer)
+    best = model._score_without_grad(queries, candidates.items).topk(2, dim=1).values
+    got = model._score_without_grad(queries, kept.items).sort(dim=1, descending=True).values
+    torch.testing.assert_close(got, best)
+    assert "pool_blocks" not in kept.extras  # a selection is no longer laid out in blocks
+
+
+def test_blocks_need_a_pool() -> None:
+    with pytest.raises(ValueError, match="windows: blocks needs a pool"):
+        UniformConfig(windows="blocks")

@@ -20,8 +20,9 @@ __all__ = ["AmbiguousConfig", "AmbiguousSampler"]
 
 
 class AmbiguousConfig(Section):
-    """``sampler.name: ambiguous``: ``n_negatives`` of ``candidates`` drawn by ``base`` (by default, as for
-    ``topk``, uniform windows of a per-batch pool with each user's training positives masked)."""
+    """``sampler.name: ambiguous``: ``n_negatives`` of ``candidates`` drawn by ``base`` (by default, random
+    windows of a per-batch pool of 256 uniform items with each user's training positives masked;
+    ``topk``'s pool blocks, ``windows: blocks``, score faster but are not measured with SimANS here)."""
 
     name: Literal["ambiguous"] = "ambiguous"
     n_negatives: int = Field(1, ge=1)

@@ -1,16 +1,52 @@
-"""What every negative sampler shares: its own seeded generator, and a way to draw without using it up."""
+"""What every negative sampler shares: its own seeded generator, a way to draw without using it up, and
+the scorer a model hands it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from recsys.interfaces import Negatives, ScoreFn
+from recsys.samplers.pool import block_rows
 
-__all__ = ["Sampler"]
+__all__ = ["BoundScorer", "Sampler"]
+
+
+class BoundScorer:
+    """The ``ScoreFn`` a model hands its sampler for one batch: ``score(queries, items)`` with the batch's
+    ``queries [B]`` bound, plus ``blocks``, the scores of a blocked pool (see ``recsys.samplers.pool``).
+
+    Args:
+        score: ``(queries [B], items [B, C]) -> [B, C]``, without gradients.
+        queries: ``[B]``.
+        score_blocks: ``(queries [B], pool [G, N]) -> [B, N]`` when the model has a faster way than
+            scoring each row's block as ``[B, N]`` items (a dot-product model: one batched GEMM).
+    """
+
+    __slots__ = ("queries", "score", "score_blocks")
+
+    def __init__(
+        self,
+        score: Callable[[Tensor, Tensor], Tensor],
+        queries: Tensor,
+        score_blocks: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> None:
+        self.score = score
+        self.queries = queries
+        self.score_blocks = score_blocks
+
+    def __call__(self, items: Tensor) -> Tensor:
+        """``items [B, C]`` -> ``[B, C]``."""
+        return self.score(self.queries, items)
+
+    def blocks(self, pool: Tensor) -> Tensor:
+        """``pool [G, N]`` -> ``[B, N]``: row ``b`` scored against block ``block_rows(B, G)[b]``."""
+        if self.score_blocks is not None:
+            return self.score_blocks(self.queries, pool)
+        return self.score(self.queries, pool[block_rows(len(self.queries), pool.shape[0], pool.device)])
 
 
 class Sampler(nn.Module):

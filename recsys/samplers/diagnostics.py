@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from recsys.data.interactions import Interactions
-from recsys.samplers.base import Sampler
+from recsys.samplers.base import BoundScorer, Sampler
 from recsys.samplers.positives import PositiveSet
 
 __all__ = ["SamplerProbe"]
@@ -59,13 +58,20 @@ class SamplerProbe:
             self._device = device
 
     @torch.no_grad()
-    def measure(self, sampler: Sampler, score: Callable[[Tensor, Tensor], Tensor], device: torch.device) -> dict[str, float]:
-        """Diagnostics of ``sampler`` under the model's ``score(queries [P], items [P, C]) -> [P, C]``."""
+    def measure(
+        self,
+        sampler: Sampler,
+        score: Callable[[Tensor, Tensor], Tensor],
+        device: torch.device,
+        score_blocks: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> dict[str, float]:
+        """Diagnostics of ``sampler`` under the model's ``score(queries [P], items [P, C]) -> [P, C]``
+        (and ``score_blocks``, see ``BoundScorer``)."""
         self._to(device)
         figures = dict(sampler.diagnostics())
         users, positives = self._users, self._positives
         with sampler.preserved_random_state():
-            negatives = sampler(users, positives, scorer=partial(score, users))
+            negatives = sampler(users, positives, scorer=BoundScorer(score, users, score_blocks))
         items = negatives.items  # [P, N], possibly a shared view
         negative_scores = score(users, items)  # [P, N]
         reference = self._reference.unsqueeze(0).expand(len(users), -1)  # shared: one GEMM-shaped call

@@ -54,6 +54,7 @@ class MixedSampler(Sampler):
         # A part's pool layout does not describe the joined negatives.
         extras.pop("pool", None)
         extras.pop("pool_index", None)
+        extras.pop("pool_blocks", None)
         pos_weight = drawn[0].pos_weight
         for negatives in drawn[1:]:
             pos_weight = pos_weight * negatives.pos_weight

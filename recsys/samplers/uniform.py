@@ -16,6 +16,7 @@ from recsys.data.interactions import Interactions
 from recsys.errors import ConfigError
 from recsys.interfaces import Negatives, ScoreFn, Section
 from recsys.samplers.base import Sampler
+from recsys.samplers.pool import block_rows
 from recsys.samplers.positives import PositiveSet
 
 __all__ = ["UniformConfig", "UniformSampler"]
@@ -34,6 +35,11 @@ class UniformConfig(Section):
     batch's come from ``P`` items, so a candidate scorer can score the pool with one GEMM
     (``extras["pool"]``, ``extras["pool_index"]``); ``exclude_positives`` then gives each query's own
     training positives weight 0.
+
+    ``windows: blocks`` lays the pool out as ``pool // n_negatives`` blocks instead: the batch's rows are
+    cut into as many contiguous runs, and each run's queries all take one block. Each query's negatives
+    are still ``n_negatives`` i.i.d. uniform items, but a candidate scorer needs only each run's
+    products with its block (one batched GEMM): at 2048 x 64 of a pool of 256, a quarter of the work.
     """
 
     name: Literal["uniform"] = "uniform"
@@ -42,6 +48,7 @@ class UniformConfig(Section):
     shared: bool = False
     exclude_batch_positives: bool = False
     pool: int | None = Field(None, ge=1)
+    windows: Literal["random", "blocks"] = "random"
 
     @model_validator(mode="after")
     def _compatible(self) -> UniformConfig:
@@ -49,6 +56,8 @@ class UniformConfig(Section):
             raise ValueError("exclude_batch_positives needs shared: true")
         if self.pool is not None and (self.shared or self.pool < self.n_negatives):
             raise ValueError("pool must hold at least n_negatives items and cannot be shared")
+        if self.windows == "blocks" and self.pool is None:
+            raise ValueError("windows: blocks needs a pool")
         return self
 
 
@@ -79,6 +88,7 @@ class UniformSampler(Sampler):
         shared: one draw of ``n_negatives`` items per batch, shared by all its queries.
         exclude_batch_positives: with ``shared``, redraw any item that is a positive in the batch.
         pool: per batch, one pool of this many items; each query takes a random window of it.
+        windows: ``random`` windows of the pool, or ``blocks`` (see ``UniformConfig``).
     """
 
     def __init__(
@@ -91,8 +101,10 @@ class UniformSampler(Sampler):
         shared: bool = False,
         exclude_batch_positives: bool = False,
         pool: int | None = None,
+        windows: Literal["random", "blocks"] = "random",
     ) -> None:
         super().__init__(n_items, seed)
+        self.windows = windows
         self.n_negatives = n_negatives
         self.exclude_positives = positives is not None
         self.shared = shared
@@ -118,6 +130,7 @@ class UniformSampler(Sampler):
         return cls(
             train.n_items, config.n_negatives, positives, seed,
             shared=config.shared, exclude_batch_positives=config.exclude_batch_positives, pool=config.pool,
+            windows=config.windows,
         )
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
@@ -149,15 +162,24 @@ class UniformSampler(Sampler):
     def _pooled(self, queries: Tensor, shape: tuple[int, int], generator: torch.Generator) -> Negatives:
         """Each query's ``N`` negatives: a random window of ``N`` consecutive entries of a ``P``-item pool."""
         device = queries.device
-        pool = torch.randint(self.n_items, (self.pool,), generator=generator, device=device)  # [P]
-        # Windows start where they fit (no wrap-around to compute): pool entries are i.i.d. uniform, so
-        # every window is N i.i.d. uniform items wherever it starts.
-        start = torch.randint(self.pool - shape[1] + 1, (shape[0], 1), generator=generator, device=device)
+        if self.windows == "blocks":
+            n_blocks = self.pool // shape[1]
+            pool = torch.randint(self.n_items, (n_blocks * shape[1],), generator=generator, device=device)
+            start = (block_rows(shape[0], n_blocks, device) * shape[1]).unsqueeze(1)  # [B, 1]
+        else:
+            pool = torch.randint(self.n_items, (self.pool,), generator=generator, device=device)  # [P]
+            # Windows start where they fit (no wrap-around to compute): pool entries are i.i.d. uniform,
+            # so every window is N i.i.d. uniform items wherever it starts.
+            start = torch.randint(self.pool - shape[1] + 1, (shape[0], 1), generator=generator, device=device)
         index = start + torch.arange(shape[1], device=device)  # [B, N]
-        items = torch.take(pool, index)
+        # Rows of the pool's [P - N + 1, N] window view: contiguous copies (0.007 ms at 2048 x 64,
+        # where an element-wise torch.take of the index costs 0.076).
+        items = pool.unfold(0, shape[1], 1).index_select(0, start.view(-1))
         log_q = torch.full((1, 1), -math.log(self.n_items), device=device).expand(shape)
         negatives = Negatives.unweighted(items, log_q)
         extras = {"pool": pool, "pool_index": index}
+        if self.windows == "blocks":
+            extras["pool_blocks"] = pool.view(-1, shape[1])  # [G, N]
         if self.positive_set is None:
             return replace(negatives, extras=extras)
         own = self.positive_set.contains(queries.unsqueeze(1), items)  # [B, N]
