@@ -155,7 +155,9 @@ def fit(
             started = time.perf_counter()
             trainer.fit(model, datamodule=datamodule)
             best = checkpoint.best_model_path or None
-            if best is None:
+            # Lightning saves a checkpoint only after an optimizer step; a closed-form model takes none
+            # and is tested as fitted.
+            if best is None and trainer.global_step > 0:
                 warnings.warn(f"{config.train.monitor} was never finite: testing the last weights", stacklevel=1)
             trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
             run.log_metrics({"time/total_s": time.perf_counter() - started}, step=trainer.current_epoch)
@@ -341,3 +343,5 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     # RecommenderModule overrides transfer_batch_to_device on purpose (a fast path for its batches).
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+    # A closed-form model (weighted_svd) fits its factors itself and has nothing to optimise.
+    warnings.filterwarnings("ignore", message=".*configure_optimizers` returned `None`.*")

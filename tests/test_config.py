@@ -49,7 +49,7 @@ def test_overrides_set_nested_keys_and_parse_values() -> None:
         (MINIMAL, ["model.dimension=3"], "model.dimension: unknown key (known: name, dim, init, init_std)"),
         (MINIMAL, ["model.dim=abc"], "model.dim: Input should be a valid integer"),
         (MINIMAL, ["model.dim=0"], "model.dim: Input should be greater than or equal to 1"),
-        (MINIMAL, ["model.name=nope"], "model.name: unknown model 'nope' (known: lightgcn, mf, sasrec, simplex)"),
+        (MINIMAL, ["model.name=nope"], "model.name: unknown model 'nope' (known: lightgcn, mf, sasrec, simplex, weighted_svd)"),
         (MINIMAL, ["train.max_epoch=3"], "train.max_epoch: unknown key"),
         (MINIMAL, ["data.split.method=sideways"], "data.split.method: Input should be"),
         (MINIMAL, ["trian.lr=1"], "trian: unknown section"),

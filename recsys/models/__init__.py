@@ -7,6 +7,7 @@ from recsys.models.lightgcn import LightGCN, LightGCNConfig
 from recsys.models.mf import MatrixFactorization, MFConfig
 from recsys.models.sasrec import SASRec, SASRecConfig
 from recsys.models.simplex import SimpleX, SimpleXConfig
+from recsys.models.weighted_svd import WeightedSVD, WeightedSVDConfig
 from recsys.registry import Component, Registry
 
 __all__ = ["MODELS", "RecommenderModule", "TrainingParts"]
@@ -18,5 +19,6 @@ MODELS: Registry[RecommenderModule] = Registry(
         "lightgcn": Component(LightGCNConfig, LightGCN),
         "simplex": Component(SimpleXConfig, SimpleX),
         "sasrec": Component(SASRecConfig, SASRec),
+        "weighted_svd": Component(WeightedSVDConfig, WeightedSVD),
     },
 )
