@@ -15,8 +15,11 @@ from recsys.config import load_config
 from recsys.evaluation.evaluator import FullRankingEvaluator
 from recsys.experiment import fit
 from recsys.losses import bpr_loss
+from recsys.models import weighted_svd
 from recsys.models.base import TrainingParts
 from recsys.models.weighted_svd import WeightedSVD, WeightedSVDConfig, soft_thresholded_svd
+from recsys.samplers import SAMPLERS
+from recsys.samplers.in_batch import InBatchConfig
 from recsys.samplers.mnar import MNARSampler
 from recsys.samplers.uniform import UniformSampler
 
@@ -66,7 +69,7 @@ def _model(sampler, rank: int = 2, reg: float = 0.0) -> WeightedSVD:
     return WeightedSVD(WeightedSVDConfig(rank=rank, reg=reg), parts)
 
 
-def test_each_click_weighs_the_samplers_inverse_propensity() -> None:
+def test_each_click_weighs_the_samplers_inverse_propensity(monkeypatch: pytest.MonkeyPatch) -> None:
     train = rows_interactions(ROWS, 6)
     theta = np.array([1.0, 0.5, 0.25, 0.05, 0.8, 0.1])
     clipped = np.clip(theta, 0.1, 1.0)
@@ -75,9 +78,13 @@ def test_each_click_weighs_the_samplers_inverse_propensity() -> None:
     for user, row in enumerate(ROWS):
         expected[user, row] = 1 / clipped[row]
     np.testing.assert_allclose(model.weighted_clicks().toarray(), expected)
+    # Read in chunks of a few pairs: the same weights.
+    monkeypatch.setattr(weighted_svd, "_CHUNK_PAIRS", 3)
+    np.testing.assert_allclose(model.weighted_clicks().toarray(), expected)
     # Without a correcting sampler every click weighs 1: PureSVD of the clicks.
-    plain = _model(UniformSampler(6, 1, train.csr(), seed=1))
-    np.testing.assert_array_equal(plain.weighted_clicks().toarray(), (expected > 0).astype(float))
+    for sampler in (UniformSampler(6, 1, train.csr(), seed=1), SAMPLERS.build(InBatchConfig(), train, 0)):
+        plain = _model(sampler)
+        np.testing.assert_array_equal(plain.weighted_clicks().toarray(), (expected > 0).astype(float))
 
 
 def test_scores_are_the_factorisation_of_the_weighted_clicks() -> None:

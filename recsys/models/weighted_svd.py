@@ -94,9 +94,14 @@ class WeightedSVD(DotProductModule):
         rows = np.repeat(np.arange(clicks.shape[0]), np.diff(clicks.indptr))
         users = torch.from_numpy(rows).to(self.device)
         items = torch.from_numpy(clicks.indices.astype(np.int64)).to(self.device)
+        weights = []
+        # In chunks: a sampler draws negatives along (an in-batch sampler's are [B, B - 1]).
         with self.sampler.preserved_random_state():
-            weights = self.sampler(users, items, scorer=lambda candidates: torch.zeros(candidates.shape)).pos_weight
-        clicks.data = weights.expand(len(items)).double().cpu().numpy()
+            for start in range(0, len(items), _CHUNK_PAIRS):
+                chunk = slice(start, start + _CHUNK_PAIRS)
+                drawn = self.sampler(users[chunk], items[chunk], scorer=_no_scores)
+                weights.append(drawn.pos_weight.expand(len(items[chunk])).double().cpu())
+        clicks.data = torch.cat(weights).numpy() if weights else clicks.data
         return clicks
 
     def training_step(self, batch: Any, batch_index: int) -> None:
@@ -113,6 +118,14 @@ class WeightedSVD(DotProductModule):
         if items is None:
             return self.item_factors
         return self.item_factors.index_select(0, items.reshape(-1)).view(*items.shape, self.rank)
+
+
+_CHUNK_PAIRS = 4096  # training pairs per sampler call when reading the weights
+
+
+def _no_scores(candidates: Tensor) -> Tensor:
+    """A scorer for samplers that ask for one: the weights do not depend on scores."""
+    return torch.zeros(candidates.shape, device=candidates.device)
 
 
 def soft_thresholded_svd(matrix: sp.sparray, rank: int, reg: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
