@@ -40,7 +40,9 @@ VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                   "sampler.base={name: uniform, exclude_positives: true}")),
     ("topk 1 of 64, one candidate set per batch", ("sampler.name=topk", "sampler.candidates=64",
                                                    "sampler.base={name: uniform, shared: true, exclude_positives: true}")),
-    ("ambiguous 1 of 64 (SimANS)", ("sampler.name=ambiguous",)),
+    ("ambiguous 1 of 64 (SimANS), pool blocks", ("sampler.name=ambiguous",)),  # the default base
+    ("ambiguous 1 of 64 (SimANS), pooled", ("sampler.name=ambiguous",
+                                            "sampler.base={name: uniform, exclude_positives: true, pool: 256}")),
     ("noisy_label_robust + nbpo", ("sampler.name=noisy_label_robust", "loss.name=nbpo")),
     ("mnar + relmf (Rel-MF)", ("sampler.name=mnar", "loss.name=relmf")),
 )

@@ -38,7 +38,7 @@ STEP_VARIANTS: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("sampler.name=topk", "sampler.base={name: uniform, exclude_positives: true}")),
     ("topk k=1 of 64, one candidate set per batch",
      ("sampler.name=topk", "sampler.base={name: uniform, shared: true, exclude_positives: true}")),
-    ("ambiguous 1 of 64 (pooled candidates)", ("sampler.name=ambiguous",)),
+    ("ambiguous 1 of 64 (pool blocks, the default)", ("sampler.name=ambiguous",)),
     ("noisy_label_robust + nbpo", ("sampler.name=noisy_label_robust", "loss.name=nbpo")),
     ("mnar + relmf", ("sampler.name=mnar", "loss.name=relmf")),
 )
