@@ -11,28 +11,17 @@ transpose's product as the backward).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from recsys.bench.runs import median_ms
 from recsys.config import load_config
 from recsys.data.loading import load_split
 from recsys.models.graph import normalized_blocks
 from recsys.models.sparse import SparseMatrix
-
-
-def _median_ms(function, repeats: int = 10) -> float:
-    function()
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds) * 1e3
 
 
 def main() -> None:
@@ -58,11 +47,11 @@ def main() -> None:
         product(leaf).sum().backward()
 
     rows = [
-        ("torch.sparse.mm, CSR", _median_ms(lambda: torch.sparse.mm(csr, items)),
-         _median_ms(lambda: backward(lambda x: torch.sparse.mm(csr, x)), repeats=5)),
-        ("scipy CSR @ dense", _median_ms(lambda: block @ items.numpy()), float("nan")),
-        ("SparseMatrix (embedding_bag, transpose backward)", _median_ms(lambda: matrix.matmul(items)),
-         _median_ms(lambda: backward(matrix.matmul))),
+        ("torch.sparse.mm, CSR", median_ms(lambda: torch.sparse.mm(csr, items)),
+         median_ms(lambda: backward(lambda x: torch.sparse.mm(csr, x)), repeats=5)),
+        ("scipy CSR @ dense", median_ms(lambda: block @ items.numpy()), float("nan")),
+        ("SparseMatrix (embedding_bag, transpose backward)", median_ms(lambda: matrix.matmul(items)),
+         median_ms(lambda: backward(matrix.matmul))),
     ]
     print(f"{config.data.name}: [{block.shape[0]:,} x {block.shape[1]:,}], {block.nnz:,} entries, d {args.dim}, "
           f"{torch.get_num_threads()} threads\n")

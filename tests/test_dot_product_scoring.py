@@ -1,5 +1,5 @@
-"""DotProductModule.score: every path (shared GEMM, catalogue GEMM + gather, chunked gather) gives the
-same scores and the same gradients as a plain reference."""
+"""DotProductModule.score: every path (shared GEMM, catalogue GEMM + gather, gathered_dot, chunked
+row gathering) gives the same scores and the same gradients as a plain reference."""
 
 from __future__ import annotations
 
@@ -27,13 +27,16 @@ def _reference(model: MatrixFactorization, queries: torch.Tensor, items: torch.T
 
 
 @pytest.mark.parametrize("gemm_per_candidate", [0, 10**6])  # never / always the catalogue GEMM
-@pytest.mark.parametrize("candidates", [3, 300])  # broadcast product / bmm
+# gathered rows with grad (broadcast product) / gathered_dot, or gathered rows (broadcast, bmm) when sparse
+@pytest.mark.parametrize("candidates", [3, 5, 300])
+@pytest.mark.parametrize("sparse", [False, True])
 def test_score_paths_match_reference_values_and_gradients(
-    gemm_per_candidate: int, candidates: int, monkeypatch: pytest.MonkeyPatch
+    gemm_per_candidate: int, candidates: int, sparse: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "_GEMM_GRAD_ITEMS_PER_CANDIDATE", gemm_per_candidate)
-    monkeypatch.setattr(base, "_GEMM_ITEMS_PER_CANDIDATE", gemm_per_candidate)
+    for name in ("_GEMM_GRAD_ITEMS_PER_CANDIDATE", "_ROWS_GEMM_GRAD_ITEMS_PER_CANDIDATE", "_GEMM_ITEMS_PER_CANDIDATE"):
+        monkeypatch.setattr(base, name, gemm_per_candidate)
     model = _mf(n_items=40)
+    model._sparse_embeddings = sparse
     queries = torch.tensor([0, 3, 3, 5])
     items = torch.randint(40, (4, candidates))
     expected = _assert_reference_values_and_gradients(model, queries, items)

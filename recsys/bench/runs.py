@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,17 @@ def timed_fit(
             for key in run.data.metrics
         }
         return FitFigures(history=history, metrics=dict(run.data.metrics), tags=dict(run.data.tags))
+
+
+def median_ms(function: Callable[[], object], repeats: int = 10) -> float:
+    """Median milliseconds of ``repeats`` calls of ``function``, after one call to warm up."""
+    function()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds) * 1e3
 
 
 def cpu_probe_ms(repeats: int = 5) -> float:

@@ -22,6 +22,7 @@ from recsys.data.interactions import Interactions
 from recsys.embeddings import lookup
 from recsys.interfaces import Loss, Negatives, RankingBatch, RankingEvaluator
 from recsys.models.batched_dot import batched_dot
+from recsys.models.gathered_dot import gathered_dot
 from recsys.models.optimizers import OptimizerName, build_optimizer
 from recsys.samplers.base import BoundScorer
 from recsys.samplers.diagnostics import SamplerProbe
@@ -57,16 +58,23 @@ class TrainingParts:
     train: Interactions | None = None
 
 
-# Values (floats) of the largest [b, C, d] temporary `DotProductModule.score` builds at once.
+# Values (floats) of the largest [b, C, d] temporary the row-gathering path builds at once (sparse
+# embedding gradients, or a handful of candidates with gradients).
 _CHUNK_VALUES = 2**22
-# Without gradients, score all items by GEMM when the catalogue has at most this many items per
-# candidate (measured crossover on CPU: GEMM ~0.7 ns per query-item pair, gathering ~50-70 ns per row).
-_GEMM_ITEMS_PER_CANDIDATE = 64
-# With gradients the GEMM path adds a [B, n_items] scatter and two GEMMs to the backward, against an
-# index_add of B x C rows for gathering. Measured crossover (fwd + bwd, d 64): equal at 38 items per
-# candidate (512 x 1000 of 38,048: 66 vs 69 ms); GEMM 2.2x faster at 20 (256 x 2000 of Gowalla's
-# 40,981), 6x at 6.6 (2048 x 256 of 1,682); gathering 2.8x faster at 100.
-_GEMM_GRAD_ITEMS_PER_CANDIDATE = 32
+# Score all items by GEMM and pick the candidates when the catalogue has at most this many items per
+# candidate; otherwise `gathered_dot`. Measured crossovers on CPU (one thread, d 64): without
+# gradients gathering costs ~17 ns per candidate and the GEMM ~1.4 ns per query-item pair, equal at
+# ~12 items per candidate (2048 x 64 of 1,682, 26 per candidate: 2.2 vs 4.8 ms); with gradients the
+# GEMM's backward adds a [B, n_items] scatter and two GEMMs: equal at ~7 (2048 x 257 of 1,682: 22.7
+# vs 23.1 ms), gathering 1.8x faster at 20 (256 x 2001 of Gowalla's 40,981: 37 vs 68 ms).
+_GEMM_ITEMS_PER_CANDIDATE = 12
+_GEMM_GRAD_ITEMS_PER_CANDIDATE = 8
+# The same crossover for sparse embedding gradients, whose rows are gathered (index_add backward):
+# equal at 38 items per candidate (512 x 1000 of 38,048: 66 vs 69 ms), GEMM 6x faster at 6.6.
+_ROWS_GEMM_GRAD_ITEMS_PER_CANDIDATE = 32
+# With gradients and fewer candidates than this, gathering the rows and `batched_dot` beat
+# `gathered_dot`'s sort in the backward (2048 x 2 of 40,981: 1.9 vs 2.2 ms; 2048 x 5: 3.3 vs 2.7 ms).
+_GATHERED_MIN_CANDIDATES = 4
 
 
 @dataclass
@@ -134,6 +142,7 @@ class RecommenderModule(L.LightningModule):
         self._totals = _EpochTotals()
         self._test_started = 0.0
         self._test_evaluators: list[RankingEvaluator] = []
+        self._sparse_embeddings = False  # set by `configure_optimizers` for sparse_adam
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets bookkeeping attributes (`_current_fx_name`, ...) dozens of times per step, and
@@ -223,7 +232,7 @@ class RecommenderModule(L.LightningModule):
             pos_scores = self.score(queries, positives.unsqueeze(1))[:, 0]  # [B]
             neg_scores = self.score(queries, negatives.items)  # [B, N]
         elif pooled(negatives) and (
-            negatives.extras["pool"].shape[0] <= _GEMM_GRAD_ITEMS_PER_CANDIDATE * negatives.items.shape[1]
+            negatives.extras["pool"].shape[0] <= self._gemm_items_per_candidate() * negatives.items.shape[1]
         ):
             # Windows of one per-batch pool: score the pool with one GEMM, then pick each window (when
             # the pool is small against the windows; a top-1 of a pool of 256 gathers its one row).
@@ -259,6 +268,13 @@ class RecommenderModule(L.LightningModule):
     @torch.no_grad()
     def _score_blocks_without_grad(self, queries: Tensor, pool: Tensor) -> Tensor:
         return self.score_blocks(queries, pool)
+
+    def _gemm_items_per_candidate(self) -> int:
+        """Scoring every item (or pool entry) by GEMM beats gathering each query's candidates when
+        there are at most this many items per candidate (see the constants above)."""
+        if not torch.is_grad_enabled():
+            return _GEMM_ITEMS_PER_CANDIDATE
+        return _ROWS_GEMM_GRAD_ITEMS_PER_CANDIDATE if self._sparse_embeddings else _GEMM_GRAD_ITEMS_PER_CANDIDATE
 
     # The epoch's cost is measured here rather than in a callback: Lightning calls every hook of every
     # callback on every step, and a timing callback measured 0.5-0.9 ms of a 39 ms ml-100k epoch.
@@ -302,6 +318,7 @@ class RecommenderModule(L.LightningModule):
             for module in self.modules():
                 if isinstance(module, nn.Embedding):
                     module.sparse = True
+            self._sparse_embeddings = True
         return build_optimizer(self.optimizer_name, self.parameters(), self.lr, self.weight_decay)
 
     # -- evaluation -------------------------------------------------------------------------------
@@ -381,11 +398,13 @@ class DotProductModule(RecommenderModule):
             if items.shape[1] > self.n_items:
                 return (query @ self.item_embeddings().T).index_select(1, items[0])  # [B, C]
             return query @ self.item_embeddings(items[0]).T  # [B, C]
-        per_candidate = _GEMM_GRAD_ITEMS_PER_CANDIDATE if torch.is_grad_enabled() else _GEMM_ITEMS_PER_CANDIDATE
-        if self.n_items <= per_candidate * candidates:
-            # Scoring the whole (small) catalogue with one GEMM and picking the candidates beats
-            # gathering B x C embedding rows: without gradients 2.3 vs 6-11 ms for 2048 x 64 of 1,682.
+        if self.n_items <= self._gemm_items_per_candidate() * candidates:
+            # A small catalogue against many candidates: one GEMM and a pick (crossovers above).
             return (query @ self.item_embeddings().T).gather(1, items)
+        if not torch.is_grad_enabled() or (not self._sparse_embeddings and candidates >= _GATHERED_MIN_CANDIDATES):
+            # Never holds the [B, C, d] rows: 3.6x faster than gathering them for 512 x 1000 (fwd + bwd).
+            return gathered_dot(query, self.item_embeddings(), items)
+        # Sparse gradients need the rows gathered through `lookup` (as do a few candidates, faster so).
         # Chunks keep each [b, C, d] temporary under ~16 MB: larger ones are fresh mmap'd memory that
         # page-faults on every step (a 33 MB gather measured 8.5 ms, two 16 MB ones 0.3 ms).
         rows = max(1, _CHUNK_VALUES // (candidates * query.shape[1]))
