@@ -21,7 +21,9 @@ from recsys.models.gathered_dot import gathered_dot
 # (label, queries B, candidates C, catalogue I)
 SHAPES = [
     ("MF-BPR, 1 negative, Gowalla", 2048, 2, 40981),
+    ("MF, 4 negatives, Gowalla", 2048, 5, 40981),
     ("DNS candidates, 64 of Gowalla", 2048, 65, 40981),
+    ("DNS candidates, 64 of ml-100k", 2048, 65, 1682),
     ("MF-BPR, 300 negatives (BARS), Gowalla", 256, 301, 40981),
     ("SimpleX, 1000 negatives, Yelp2018", 512, 1001, 38048),
     ("SimpleX, 2000 negatives, Gowalla", 256, 2001, 40981),

@@ -62,18 +62,19 @@ class TrainingParts:
 # embedding gradients, or a handful of candidates with gradients).
 _CHUNK_VALUES = 2**22
 # Score all items by GEMM and pick the candidates when the catalogue has at most this many items per
-# candidate; otherwise `gathered_dot`. Measured crossovers on CPU (one thread, d 64): without
-# gradients gathering costs ~17 ns per candidate and the GEMM ~1.4 ns per query-item pair, equal at
-# ~12 items per candidate (2048 x 64 of 1,682, 26 per candidate: 2.2 vs 4.8 ms); with gradients the
-# GEMM's backward adds a [B, n_items] scatter and two GEMMs: equal at ~7 (2048 x 257 of 1,682: 22.7
-# vs 23.1 ms), gathering 1.8x faster at 20 (256 x 2001 of Gowalla's 40,981: 37 vs 68 ms).
+# candidate; otherwise `gathered_dot`. Measured by scripts/candidate_scores.py (docs/benchmarks.md;
+# one thread, d 64): at 6.5 items per candidate (2048 x 257 of 1,682) the GEMM wins, 19.1 vs 21.5 ms
+# with gradients and 5.6 vs 8.9 without; at 26 (2048 x 65 of 1,682) gathering wins, 4.5 vs 17.4 and
+# 2.3 vs 4.6 ms. The GEMM's backward adds a [B, n_items] scatter and two GEMMs, so with gradients
+# the threshold is lower.
 _GEMM_ITEMS_PER_CANDIDATE = 12
 _GEMM_GRAD_ITEMS_PER_CANDIDATE = 8
-# The same crossover for sparse embedding gradients, whose rows are gathered (index_add backward):
-# equal at 38 items per candidate (512 x 1000 of 38,048: 66 vs 69 ms), GEMM 6x faster at 6.6.
+# The same crossover for sparse embedding gradients, whose rows are gathered (index_add backward),
+# measured before `gathered_dot`: equal at 38 items per candidate (512 x 1000 of 38,048: 66 vs 69 ms).
 _ROWS_GEMM_GRAD_ITEMS_PER_CANDIDATE = 32
-# With gradients and fewer candidates than this, gathering the rows and `batched_dot` beat
-# `gathered_dot`'s sort in the backward (2048 x 2 of 40,981: 1.9 vs 2.2 ms; 2048 x 5: 3.3 vs 2.7 ms).
+# With gradients and fewer candidates than this, the rows and `batched_dot` are kept. At 2048 x 2 of
+# 40,981 the two are a wash (0.83-0.87 vs 0.84-2.64 ms in three runs), and keeping the rows leaves
+# one-negative results bit-identical. From 2048 x 5, `gathered_dot` wins (1.44 vs 1.80 ms).
 _GATHERED_MIN_CANDIDATES = 4
 
 
@@ -402,7 +403,7 @@ class DotProductModule(RecommenderModule):
             # A small catalogue against many candidates: one GEMM and a pick (crossovers above).
             return (query @ self.item_embeddings().T).gather(1, items)
         if not torch.is_grad_enabled() or (not self._sparse_embeddings and candidates >= _GATHERED_MIN_CANDIDATES):
-            # Never holds the [B, C, d] rows: 3.6x faster than gathering them for 512 x 1000 (fwd + bwd).
+            # Never holds the [B, C, d] rows: 26.1 vs 119.9 ms fwd + bwd for 512 x 1001 of 38,048.
             return gathered_dot(query, self.item_embeddings(), items)
         # Sparse gradients need the rows gathered through `lookup` (as do a few candidates, faster so).
         # Chunks keep each [b, C, d] temporary under ~16 MB: larger ones are fresh mmap'd memory that

@@ -24,7 +24,8 @@ from torch.autograd.function import once_differentiable
 __all__ = ["gathered_dot"]
 
 # Values (floats) of the largest [b, C, d] block of candidate rows gathered at once: 1 MiB, which
-# stays in cache (16 MiB blocks measured 3x slower for 512 x 1000: fresh pages and DRAM traffic).
+# stays in cache. The forward of 512 x 1001 of 38,048 took 11.1 ms; the old path (16 MiB blocks, then batched_dot) took 27.6
+# (scripts/candidate_scores.py). A loop over chunks of rows, not users: 128 iterations at 512 x 1001.
 _CHUNK_VALUES = 2**18
 
 
