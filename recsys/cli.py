@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recsys.errors import DataError, UserError
+from recsys.interrupts import raise_interrupt
 
 __all__ = ["main"]
 
@@ -431,15 +432,11 @@ def _bench(args: argparse.Namespace, run) -> int:
     return 0
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``recsys`` console script."""
     args = build_parser().parse_args(argv)
     # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C: its MLflow run is closed as KILLED.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         return args.handler(args)
     except UserError as error:

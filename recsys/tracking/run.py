@@ -1,7 +1,8 @@
 """One MLflow run, opened on an explicit tracking URI and always closed with a final status.
 
 A run that raises ends FAILED; one interrupted (Ctrl-C, SIGTERM, Lightning's exit after an interrupt)
-ends KILLED; never RUNNING.
+ends KILLED; never RUNNING. Every call to the store runs whole: an interrupt arriving during one is raised
+after it (recsys.interrupts), so that no half-done write keeps the SQLite lock from the final status.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["TrackedRun", "UntrackedRun", "local_store_path", "mlflow_key"]
+from recsys.interrupts import Deferring, deferred_interrupts
+
+__all__ = ["TrackedRun", "UntrackedRun", "local_store_path", "mlflow_key", "tracking_client"]
 
 _PARAM_BATCH = 100
 _MAX_PARAM_LENGTH = 6000
@@ -23,6 +26,15 @@ def local_store_path(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (relative or absolute), else None."""
     prefix = "sqlite:///"
     return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
+
+
+def tracking_client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` on ``tracking_uri`` whose every call runs whole, even under Ctrl-C (its
+    construction too: it may create a new store's tables)."""
+    from mlflow.tracking import MlflowClient
+
+    with deferred_interrupts():
+        return Deferring(MlflowClient(tracking_uri))
 
 
 class TrackedRun:
@@ -40,19 +52,17 @@ class TrackedRun:
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None,
                  stop_exceptions: tuple[type[BaseException], ...] = ()):
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri
         store = local_store_path(tracking_uri)
         if store is None:
-            self.client = MlflowClient(tracking_uri)
+            self.client = tracking_client(tracking_uri)
             self.experiment_id = self._experiment(experiment, store)
         else:
             store.parent.mkdir(parents=True, exist_ok=True)
             # Processes opening a new SQLite store at once would each create its tables (and collide):
             # the first to hold the lock creates them (MlflowClient does, as it is built).
             with _locked(store.parent / f".{store.name}.lock"):
-                self.client = MlflowClient(tracking_uri)
+                self.client = tracking_client(tracking_uri)
                 self.experiment_id = self._experiment(experiment, store)
         self.run_name = run_name
         self.tags = dict(tags or {})

@@ -28,6 +28,8 @@ import yaml
 
 from recsys.config import load_config
 from recsys.errors import ConfigError
+from recsys.interrupts import Deferring, deferred_interrupts, interruptible
+from recsys.tracking.run import tracking_client
 from recsys.tuning.space import SearchSpace, load_space, overrides
 
 __all__ = ["TuneResult", "tune", "worker_command"]
@@ -101,20 +103,23 @@ def tune(
         objective = _Objective(config_path, list(base_overrides), space, data_root, tracking_uri, cache_dir,
                                parent, n_trials)
         try:
-            while deadline is None or time.monotonic() < deadline:
-                step = _next_step(study, n_trials, tracking_uri)
-                if step == "done":
-                    break
-                if step == "wait":  # the budget is held by other workers' running trials: they may die
-                    time.sleep(HEARTBEAT_INTERVAL_S)
-                    continue
-                # One trial per call: Optuna's optimize() sends heartbeats and runs a WAITING retry first.
-                study.optimize(objective, n_trials=1, catch=(_Surplus,), gc_after_trial=False)
+            # Ctrl-C acts at once only while a trial trains or the loop waits: in Optuna's and MLflow's
+            # bookkeeping it is held until the write is done (a trial left RUNNING, or a store left
+            # locked, is what an interrupt there would cost).
+            with deferred_interrupts():
+                while deadline is None or time.monotonic() < deadline:
+                    step = _next_step(study, n_trials, tracking_uri)
+                    if step == "done":
+                        break
+                    if step == "wait":  # the budget is held by other workers' running trials: they may die
+                        with interruptible():
+                            time.sleep(HEARTBEAT_INTERVAL_S)
+                        continue
+                    # One trial per call: Optuna's optimize() sends heartbeats and runs a WAITING retry first.
+                    study.optimize(objective, n_trials=1, catch=(_Surplus,), gc_after_trial=False)
         except KeyboardInterrupt:
             if summary:  # the study's run says it stopped; a resumed study finishes it
-                from mlflow.tracking import MlflowClient
-
-                MlflowClient(tracking_uri).set_terminated(parent, "KILLED")
+                tracking_client(tracking_uri).set_terminated(parent, "KILLED")
             raise
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
@@ -146,8 +151,6 @@ class _Objective:
 
     def __call__(self, trial: Any) -> float:
         import optuna
-        from optuna_integration import PyTorchLightningPruningCallback
-
         from recsys.experiment import fit
 
         # Two workers that both saw one trial left may both have started one: the later is surplus.
@@ -160,13 +163,14 @@ class _Objective:
         config = load_config(self.config_path, [*self.base_overrides, *chosen])
         trial.set_user_attr("overrides", chosen)
         trial.set_user_attr("config", config.to_dict())
-        callbacks = [] if self.space.pruner == "none" else [PyTorchLightningPruningCallback(trial, config.train.monitor)]
+        callbacks = [] if self.space.pruner == "none" else [_pruning_callback(trial, config.train.monitor)]
         tags = {"optuna.study": trial.study.study_name, "optuna.trial": str(trial.number)}
         try:
-            result = fit(config, self.data_root, self.tracking_uri, self.cache_dir, progress=False,
-                         callbacks=callbacks, parent_run_id=self.parent, tags=tags,
-                         stop_exceptions=(optuna.TrialPruned,),
-                         on_run=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id))
+            with interruptible():
+                result = fit(config, self.data_root, self.tracking_uri, self.cache_dir, progress=False,
+                             callbacks=callbacks, parent_run_id=self.parent, tags=tags,
+                             stop_exceptions=(optuna.TrialPruned,),
+                             on_run=lambda run_id: Deferring(trial).set_user_attr("mlflow_run_id", run_id))
         except SystemExit as interrupted:
             # Lightning turns Ctrl-C into SystemExit(1); Optuna marks a trial FAIL only on an exception
             # or KeyboardInterrupt (a SystemExit would leave it RUNNING until its heartbeat goes stale).
@@ -175,6 +179,22 @@ class _Objective:
         if value is None:
             raise RuntimeError(f"{config.train.monitor} was never computed")
         return value
+
+
+def _pruning_callback(trial: Any, monitor: str) -> Any:
+    """Optuna's Lightning pruning callback, its reports to the study's storage each run whole under Ctrl-C."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    class _Pruning(PyTorchLightningPruningCallback):
+        def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+            with deferred_interrupts():
+                super().on_fit_start(trainer, pl_module)
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            with deferred_interrupts():
+                super().on_validation_end(trainer, pl_module)
+
+    return _Pruning(trial, monitor)
 
 
 def _study(storage_url: str, name: str, space: SearchSpace, seed: int, seed_offset: int):
@@ -281,14 +301,13 @@ def _next_step(study, n_trials: int, tracking_uri: str) -> str:
 def _close_runs_of_failed_trials(study, tracking_uri: str) -> None:
     """End the MLflow runs of trials whose worker died (left RUNNING by it) as KILLED."""
     import optuna
-    from mlflow.tracking import MlflowClient
 
     client = None
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
         run_id = trial.user_attrs.get("mlflow_run_id")
         if not run_id:
             continue
-        client = client or MlflowClient(tracking_uri)
+        client = client or tracking_client(tracking_uri)
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(run_id, "stopped_by", "worker lost: no heartbeat for the grace period")
             client.set_terminated(run_id, "KILLED")
@@ -371,11 +390,9 @@ def _export_best(study, path: Path) -> Path:
 
 def _summarise(study, tracking_uri: str, parent: str, best_config: Path | None) -> None:
     """Log the study's plots, best trial and trial table to its run, and close the run."""
-    from mlflow.tracking import MlflowClient
-
     import optuna
 
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if finished:
         client.log_metric(parent, "best_value", study.best_value)
