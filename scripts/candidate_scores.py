@@ -1,4 +1,4 @@
-"""Time the ways to score each query against its own sampled candidates on CPU.
+"""Time the ways to score each query against its own sampled candidates.
 
 ``s[b, c] = q[b] . E[items[b, c]]`` for the training shapes of recsys's configs. Prints the median
 milliseconds, forward + backward and forward only, of: gathering the ``[B, C, d]`` rows and
@@ -6,6 +6,7 @@ milliseconds, forward + backward and forward only, of: gathering the ``[B, C, d]
 embedding gradients still use); ``gathered_dot``; and one GEMM over the catalogue with a pick.
 
     python scripts/candidate_scores.py --threads 1
+    python scripts/candidate_scores.py --device cuda
 """
 
 from __future__ import annotations
@@ -48,28 +49,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (timed to each call's last kernel)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     generator = torch.Generator().manual_seed(0)
     ways = {"rows + batched_dot": _rows, "gathered_dot": gathered_dot, "catalogue GEMM": _gemm}
-    print(f"torch {torch.__version__}, {args.threads} thread(s), d {args.dim}; median ms of {args.repeats}\n")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} thread(s)"
+    print(f"torch {torch.__version__}, {where}, d {args.dim}; median ms of {args.repeats}\n")
     print("| shape | B x C of I | " + " | ".join(f"{name} fwd+bwd" for name in ways) + " | "
           + " | ".join(f"{name} fwd" for name in ways) + " |")
     print("|---|---|" + "---|" * (2 * len(ways)))
     for label, batch, candidates, n_items in SHAPES:
-        query = torch.randn(batch, args.dim, generator=generator).requires_grad_()
-        table = torch.randn(n_items, args.dim, generator=generator).requires_grad_()
-        items = torch.randint(n_items, (batch, candidates), generator=generator)
-        weights = torch.randn(batch, candidates, generator=generator)
+        query = torch.randn(batch, args.dim, generator=generator).to(device).requires_grad_()
+        table = torch.randn(n_items, args.dim, generator=generator).to(device).requires_grad_()
+        items = torch.randint(n_items, (batch, candidates), generator=generator).to(device)
+        weights = torch.randn(batch, candidates, generator=generator).to(device)
         trained, forward = [], []
         def step(way) -> None:
             query.grad = table.grad = None
             way(query, table, items).backward(weights)
 
         for way in ways.values():
-            trained.append(median_ms(lambda way=way: step(way), args.repeats))
+            trained.append(median_ms(lambda way=way: step(way), args.repeats, device))
             with torch.no_grad():
-                forward.append(median_ms(lambda way=way: way(query, table, items), args.repeats))
+                forward.append(median_ms(lambda way=way: way(query, table, items), args.repeats, device))
         print(f"| {label} | {batch} x {candidates} of {n_items:,} | "
               + " | ".join(f"{ms:.2f}" for ms in trained + forward) + " |")
 

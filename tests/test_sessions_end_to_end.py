@@ -63,6 +63,11 @@ def _config(tmp_path: Path, objective: str) -> Path:
 
 @pytest.fixture
 def data_root(tmp_path: Path) -> Path:
+    return tiny_sessions(tmp_path)
+
+
+def tiny_sessions(tmp_path: Path) -> Path:
+    """A data root holding the dataset ``tiny``: 80 train, 15 valid and 15 test sessions."""
     folder = tmp_path / "data" / "tiny"
     folder.mkdir(parents=True)
     generator = np.random.default_rng(0)

@@ -59,13 +59,21 @@ def timed_fit(
         return FitFigures(history=history, metrics=dict(run.data.metrics), tags=dict(run.data.tags))
 
 
-def median_ms(function: Callable[[], object], repeats: int = 10) -> float:
-    """Median milliseconds of ``repeats`` calls of ``function``, after one call to warm up."""
-    function()
+def median_ms(function: Callable[[], object], repeats: int = 10, device: torch.device | str = "cpu") -> float:
+    """Median milliseconds of ``repeats`` calls of ``function``, after one call to warm up. On a CUDA
+    ``device`` each call is timed to the end of its last kernel (the device is synchronised)."""
+    cuda = torch.device(device).type == "cuda"
+
+    def call() -> None:
+        function()
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    call()
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
-        function()
+        call()
         seconds.append(time.perf_counter() - started)
     return statistics.median(seconds) * 1e3
 
