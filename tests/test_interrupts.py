@@ -117,3 +117,22 @@ def test_a_run_interrupted_inside_a_metric_write_ends_killed_with_the_write_done
     stored = MlflowClient(uri).get_run(run.run_id)
     assert stored.info.status == "KILLED"
     assert stored.data.metrics == {"val/recall_at_20": 0.25}
+
+
+def test_a_run_interrupted_while_it_is_created_ends_killed(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = TrackedRun(uri, "e", "r")
+
+    def interrupt_the_creation(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO RUNS"):
+            signal.raise_signal(signal.SIGINT)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "after_cursor_execute", interrupt_the_creation)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with run:
+                pytest.fail("the block of an interrupted run ran")
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "after_cursor_execute", interrupt_the_creation)
+    assert run.run_id
+    assert MlflowClient(uri).get_run(run.run_id).info.status == "KILLED"

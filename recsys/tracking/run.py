@@ -85,8 +85,13 @@ class TrackedRun:
             return found.experiment_id
 
     def __enter__(self) -> TrackedRun:
-        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.tags)
-        self.run_id = run.info.run_id
+        try:
+            with deferred_interrupts():
+                self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.tags).info.run_id
+        except KeyboardInterrupt:  # arrived while the run was created: no __exit__ will close it
+            if self.run_id:
+                self.client.set_terminated(self.run_id, status="KILLED")
+            raise
         return self
 
     def __exit__(
