@@ -1,8 +1,8 @@
 """How often a Ctrl-C at a random moment of a run's MLflow writes leaves the run unclosed.
 
 Each attempt opens a run on a fresh SQLite store's experiment, logs metrics and tags in a loop, and
-gets a SIGINT after a random 0.05-0.4 s. A failure is a run left RUNNING, any error other than the
-KeyboardInterrupt (before recsys.interrupts: "database is locked" when marking the run KILLED), or
+gets a SIGINT after a random 0.05-0.4 s. It counts the runs left RUNNING and the errors other than
+the KeyboardInterrupt: before recsys.interrupts, "database is locked" when marking the run KILLED, or
 an interrupt lost (writing on 5 s after it was sent).
 
     python scripts/interrupted_writes.py --attempts 60            # as shipped
@@ -59,16 +59,11 @@ def main() -> None:
             pass
         except BaseException as error:  # noqa: BLE001 - any other outcome is a failure
             failures.append(f"attempt {attempt}: {type(error).__name__}: {str(error).splitlines()[0][:120]}")
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("interrupted-writes").experiment_id
-        for left in client.search_runs([experiment], "attributes.status = 'RUNNING'"):
-            failures.append(f"attempt {attempt}: run {left.info.run_name} left RUNNING")
-            try:
-                client.set_terminated(left.info.run_id, "FAILED")  # counted once
-            except Exception:  # noqa: BLE001 - still locked: it is counted again at the next attempt
-                pass
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("interrupted-writes").experiment_id
+    left = client.search_runs([experiment], "attributes.status = 'RUNNING'")
     print("\n".join(failures))
-    print(f"{len(failures)} failures in {args.attempts} interrupted runs")
+    print(f"{len(left)} of {args.attempts} interrupted runs left RUNNING; {len(failures)} errors other than the interrupt")
 
 
 if __name__ == "__main__":
