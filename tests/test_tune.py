@@ -213,3 +213,37 @@ def test_optuna_ui_serves_the_studies_on_localhost(tmp_path: Path) -> None:
     optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="demo-study")
     body = body_served_by_ui(["--optuna", "--storage", f"sqlite:///{tmp_path}/optuna.db"], "/api/studies", wait_s=60)
     assert "demo-study" in body
+
+
+def test_study_runs_created_by_workers_at_once_are_merged_into_the_oldest(tmp_path: Path) -> None:
+    """Two workers each made a study run before seeing the other's (the race a loaded CI machine hit):
+    at the end every trial's run hangs under the oldest, the other is deleted, the study names it, and
+    another study's runs are left alone."""
+    from recsys.tracking.run import TrackedRun
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="s")
+
+    def run(name: str, tags: dict[str, str]) -> str:
+        with TrackedRun(uri, "quickstart", name, tags) as opened:
+            time.sleep(0.01)  # distinct start times
+            return opened.run_id
+
+    oldest, newer = (run(f"study-s-{i}", {"optuna.study": "s", "command": "tune"}) for i in range(2))
+    other_study = run("study-t", {"optuna.study": "t", "command": "tune"})
+    trials = [run(f"trial-{i}", {"optuna.study": "s", "optuna.trial": str(i), "mlflow.parentRunId": parent})
+              for i, parent in enumerate([oldest, newer, newer])]
+    other_trial = run("t-trial", {"optuna.study": "t", "optuna.trial": "0", "mlflow.parentRunId": other_study})
+    study.set_user_attr("mlflow_parent_run_id", newer)  # the last worker to write it
+
+    assert study_module.reconcile_parent_runs(study, uri, "quickstart", "s") == oldest
+    client = MlflowClient(uri)
+    assert {client.get_run(t).data.tags["mlflow.parentRunId"] for t in trials} == {oldest}
+    assert client.get_run(newer).info.lifecycle_stage == "deleted"
+    assert client.get_run(oldest).info.lifecycle_stage == "active"
+    assert client.get_run(other_trial).data.tags["mlflow.parentRunId"] == other_study
+    assert client.get_run(other_study).info.lifecycle_stage == "active"
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/optuna.db").user_attrs[
+        "mlflow_parent_run_id"] == oldest
+    # Reconciling again (the other worker ending) changes nothing.
+    assert study_module.reconcile_parent_runs(study, uri, "quickstart", "s") == oldest

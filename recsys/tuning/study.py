@@ -121,6 +121,7 @@ def tune(
             if summary:  # the study's run says it stopped; a resumed study finishes it
                 tracking_client(tracking_uri).set_terminated(parent, "KILLED")
             raise
+    parent = reconcile_parent_runs(study, tracking_uri, config.tracking.experiment, study_name) or parent
     finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
     best_config = None
@@ -331,6 +332,38 @@ def _parent_run(study, tracking_uri: str, experiment: str, name: str, space: Sea
     kept = study.user_attrs.get(_PARENT_RUN) or run.run_id  # read from the storage, not cached
     if kept != run.run_id:
         run.client.delete_run(run.run_id)
+    return kept
+
+
+def reconcile_parent_runs(study, tracking_uri: str, experiment: str, name: str) -> str | None:
+    """Leave the study one MLflow run, whatever the timing of its workers' starts, and return it.
+
+    Workers started together may each create a study run before any of them sees another's (the pause
+    in ``_parent_run`` makes that rare, not impossible: a loaded machine outran it). Each worker calls
+    this when its loop ends: the oldest study run (start time, then id) is kept, every trial's run that
+    hangs under another is moved under it, and the others are deleted. The choice depends only on what
+    is stored, so workers reconciling at once agree, and the last one to end sees every study run.
+    """
+    client = tracking_client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    # A name with a quote cannot go into MLflow's filter: then every run of the experiment is read.
+    runs = client.search_runs([found.experiment_id], max_results=50000,
+                              filter_string="" if "'" in name else f"tags.`optuna.study` = '{name}'")
+    runs = [run for run in runs if run.data.tags.get("optuna.study") == name]
+    parents = [run for run in runs if run.data.tags.get("command") == "tune"]
+    if not parents:
+        return None
+    kept = min(parents, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id
+    others = {run.info.run_id for run in parents} - {kept}
+    for run in runs:
+        if run.data.tags.get("mlflow.parentRunId") in others:
+            client.set_tag(run.info.run_id, "mlflow.parentRunId", kept)
+    for run_id in others:
+        client.delete_run(run_id)
+    if study.user_attrs.get(_PARENT_RUN) != kept:
+        Deferring(study).set_user_attr(_PARENT_RUN, kept)
     return kept
 
 
