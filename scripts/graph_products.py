@@ -2,8 +2,9 @@
 
 One propagation layer is ``R~ E_i`` and ``R~^T E_u`` (see recsys/models/graph.py). Prints the median
 milliseconds of the forward product and of forward + backward for: torch.sparse.mm on CSR (autograd's
-backward), scipy's CSR product (forward only, CPU only), and recsys's SparseMatrix (embedding_bag with
-the transpose's product as the backward).
+backward), scipy's CSR product (forward only, CPU only), and recsys's SparseMatrix with each of its
+kernels (embedding_bag, and torch.sparse.mm on CSR), both with the transpose's product as the backward;
+``auto`` picks embedding_bag on the CPU and csr on CUDA.
 
     python scripts/graph_products.py --data-root ../shared/data --config configs/gowalla/lightgcn.yaml
     python scripts/graph_products.py --data-root ../shared/data --device cuda
@@ -41,7 +42,7 @@ def main() -> None:
         torch.from_numpy(block.indptr.astype(np.int64)), torch.from_numpy(block.indices.astype(np.int64)),
         torch.from_numpy(block.data), size=block.shape,
     ).to(device)
-    matrix = SparseMatrix(block).to(device)
+    matrices = {kernel: SparseMatrix(block, kernel=kernel).to(device) for kernel in ("embedding_bag", "csr")}
     items = torch.randn(block.shape[1], args.dim).to(device)
     leaf = items.clone().requires_grad_()
 
@@ -55,8 +56,8 @@ def main() -> None:
     rows = [
         ("torch.sparse.mm, CSR", timed(lambda: torch.sparse.mm(csr, items)),
          timed(lambda: backward(lambda x: torch.sparse.mm(csr, x)), repeats=5)),
-        ("SparseMatrix (embedding_bag, transpose backward)", timed(lambda: matrix.matmul(items)),
-         timed(lambda: backward(matrix.matmul))),
+        *((f"SparseMatrix, {kernel} kernel (transpose backward)", timed(lambda m=matrix: m.matmul(items)),
+           timed(lambda m=matrix: backward(m.matmul))) for kernel, matrix in matrices.items()),
     ]
     if device.type == "cpu":
         rows.insert(1, ("scipy CSR @ dense", timed(lambda: block @ items.numpy()), float("nan")))

@@ -35,7 +35,11 @@ def test_bench_speed_times_a_config_with_overrides(tmp_path: Path, capsys, monke
     assert float(cells[5].split()[0]) > 0  # train s/epoch median
     assert cells[-1] == ""  # no ratio on our own rows
     assert "No peer rows: pass `--peers PYTHON`" in report
-    assert report in capsys.readouterr().out + "\n"
+    printed = capsys.readouterr()
+    assert report in printed.out + "\n"
+    # The row was printed as soon as it was measured (stderr), before the table.
+    assert f"bench: config: {config} | dataset: sample | " in printed.err
+    assert f"train s/epoch median (min-max): {cells[5]}" in printed.err
     # The page: the same prose around the markers, the command and the report between them.
     text = page.read_text()
     before, rest = text.split(DOCS_BEGIN)

@@ -94,3 +94,26 @@ def test_training_step_scores_pooled_windows_like_gathered_rows() -> None:
         grads.append(model.item_embedding.weight.grad.clone())
     torch.testing.assert_close(losses[0], losses[1])
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize(("device", "grad", "sparse", "n_items", "candidates", "path"), [
+    # CPU (one thread): gathered_dot from 4 candidates, the catalogue GEMM at <= 8 items per candidate.
+    ("cpu", True, False, 40_981, 2, "rows"),
+    ("cpu", True, False, 40_981, 5, "gathered"),
+    ("cpu", True, False, 38_048, 1001, "gathered"),
+    ("cpu", True, False, 1_682, 257, "gemm"),
+    ("cpu", True, True, 38_048, 1001, "rows"),  # sparse gradients: rows or GEMM, crossover 32
+    ("cpu", True, True, 1_682, 65, "gemm"),
+    ("cpu", False, False, 40_981, 2, "gathered"),
+    # CUDA (an H200): the GEMM up to 512 items per candidate, gathered rows beyond, never gathered_dot.
+    ("cuda", True, False, 40_981, 2, "rows"),
+    ("cuda", True, False, 40_981, 65, "rows"),
+    ("cuda", True, False, 40_981, 301, "gemm"),
+    ("cuda", True, False, 38_048, 1001, "gemm"),
+    ("cuda", False, False, 1_682, 65, "gemm"),
+    ("cuda", False, True, 40_981, 5, "rows"),
+])
+def test_candidate_path_follows_the_measured_crossovers(
+    device: str, grad: bool, sparse: bool, n_items: int, candidates: int, path: str
+) -> None:
+    assert base.candidate_path(device, grad, sparse, n_items, candidates) == path

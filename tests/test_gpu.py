@@ -36,8 +36,9 @@ def test_sparse_products_and_their_gradients_match_the_cpu() -> None:
     x, y = torch.randn(300, 64, generator=generator), torch.randn(700, 64, generator=generator)
     results = []
     for module, device in ((cpu, "cpu"), (gpu, "cuda")):
-        left = x.to(device).requires_grad_()
-        right = y.to(device).requires_grad_()
+        # detach: a fresh leaf on each device (x.to("cpu") is x itself, which then requires grad)
+        left = x.to(device).detach().requires_grad_()
+        right = y.to(device).detach().requires_grad_()
         product, transposed = module.matmul(left), module.transpose_matmul(right)
         (product.pow(2).sum() + transposed.sin().sum()).backward()
         results.append([t.detach().cpu() for t in (product, transposed, left.grad, right.grad)])
@@ -53,7 +54,7 @@ def test_gathered_dot_matches_the_cpu(candidates: int) -> None:
     weights = torch.randn(256, candidates, generator=generator)
     results = []
     for device in ("cpu", "cuda"):
-        q, t = query.to(device).requires_grad_(), table.to(device).requires_grad_()
+        q, t = query.to(device).detach().requires_grad_(), table.to(device).detach().requires_grad_()
         scores = gathered_dot(q, t, items.to(device))
         (scores * weights.to(device)).sum().backward()
         results.append([tensor.detach().cpu() for tensor in (scores, q.grad, t.grad)])

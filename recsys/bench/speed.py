@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -61,6 +62,9 @@ def run_speed_benchmark(
         for config in configs:
             run = timed_fit(config, overrides, epochs, data_root, cache_dir)
             rows.append(_our_row(config, run))
+            # Each row as soon as it is measured: a benchmark cut short still reports what it measured.
+            print("bench: " + " | ".join(f"{name}: {value}" for name, value in zip(HEADER, rows[-1]) if value),
+                  file=sys.stderr, flush=True)
             if peers_python is None:
                 continue
             experiment = load_config(config, overrides)

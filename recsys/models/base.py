@@ -76,6 +76,31 @@ _ROWS_GEMM_GRAD_ITEMS_PER_CANDIDATE = 32
 # 40,981 the two are a wash (0.83-0.87 vs 0.84-2.64 ms in three runs), and keeping the rows leaves
 # one-negative results bit-identical. From 2048 x 5, `gathered_dot` wins (1.44 vs 1.80 ms).
 _GATHERED_MIN_CANDIDATES = 4
+# On CUDA (an H200, scripts/candidate_scores.py --device cuda, 2026-11-28, docs/benchmarks.md) the order
+# turns around: the catalogue GEMM costs 0.35-1.1 ms forward + backward whatever the candidates, and
+# gathering the rows beats `gathered_dot` (whose chunk loop is many small launches there) at every shape:
+# 2048 x 65 of 40,981 (630 items per candidate) 1.16 ms rows, 1.10 GEMM, 2.87 `gathered_dot`;
+# 256 x 301 of 40,981 (136) 0.82 rows, 0.44 GEMM; 512 x 1001 of 38,048 (38) 2.18 rows, 0.37 GEMM,
+# 8.59 `gathered_dot`. Forward only the crossover is about the same (0.28 vs 0.43 ms at 630, 0.16 vs
+# 0.09 at 136). So on CUDA: the GEMM up to this many items per candidate, the rows beyond.
+_CUDA_GEMM_ITEMS_PER_CANDIDATE = 512
+
+
+def candidate_path(device_type: str, grad: bool, sparse_embeddings: bool, n_items: int, candidates: int) -> str:
+    """How ``score`` computes each query's scores of its own ``candidates``: ``gemm`` (every item by one
+    GEMM, then a pick), ``gathered`` (``gathered_dot``) or ``rows`` (the rows gathered, ``batched_dot``),
+    by the crossovers measured above for ``device_type`` (``cpu``, ``cuda``)."""
+    if device_type == "cuda":
+        return "gemm" if n_items <= _CUDA_GEMM_ITEMS_PER_CANDIDATE * candidates else "rows"
+    if not grad:
+        per_candidate = _GEMM_ITEMS_PER_CANDIDATE
+    else:
+        per_candidate = _ROWS_GEMM_GRAD_ITEMS_PER_CANDIDATE if sparse_embeddings else _GEMM_GRAD_ITEMS_PER_CANDIDATE
+    if n_items <= per_candidate * candidates:
+        return "gemm"
+    if not grad or (not sparse_embeddings and candidates >= _GATHERED_MIN_CANDIDATES):
+        return "gathered"
+    return "rows"
 
 
 @dataclass
@@ -232,9 +257,9 @@ class RecommenderModule(L.LightningModule):
             # One set of negatives for all queries: score it once per query with one GEMM-shaped call.
             pos_scores = self.score(queries, positives.unsqueeze(1))[:, 0]  # [B]
             neg_scores = self.score(queries, negatives.items)  # [B, N]
-        elif pooled(negatives) and (
-            negatives.extras["pool"].shape[0] <= self._gemm_items_per_candidate() * negatives.items.shape[1]
-        ):
+        elif pooled(negatives) and self._candidate_path(
+            queries.device, negatives.extras["pool"].shape[0], negatives.items.shape[1]
+        ) == "gemm":
             # Windows of one per-batch pool: score the pool with one GEMM, then pick each window (when
             # the pool is small against the windows; a top-1 of a pool of 256 gathers its one row).
             pos_scores = self.score(queries, positives.unsqueeze(1))[:, 0]  # [B]
@@ -270,12 +295,9 @@ class RecommenderModule(L.LightningModule):
     def _score_blocks_without_grad(self, queries: Tensor, pool: Tensor) -> Tensor:
         return self.score_blocks(queries, pool)
 
-    def _gemm_items_per_candidate(self) -> int:
-        """Scoring every item (or pool entry) by GEMM beats gathering each query's candidates when
-        there are at most this many items per candidate (see the constants above)."""
-        if not torch.is_grad_enabled():
-            return _GEMM_ITEMS_PER_CANDIDATE
-        return _ROWS_GEMM_GRAD_ITEMS_PER_CANDIDATE if self._sparse_embeddings else _GEMM_GRAD_ITEMS_PER_CANDIDATE
+    def _candidate_path(self, device: torch.device, n_items: int, candidates: int) -> str:
+        """``candidate_path`` for this model on ``device``, with or without gradients as now."""
+        return candidate_path(device.type, torch.is_grad_enabled(), self._sparse_embeddings, n_items, candidates)
 
     # The epoch's cost is measured here rather than in a callback: Lightning calls every hook of every
     # callback on every step, and a timing callback measured 0.5-0.9 ms of a 39 ms ml-100k epoch.
@@ -399,11 +421,12 @@ class DotProductModule(RecommenderModule):
             if items.shape[1] > self.n_items:
                 return (query @ self.item_embeddings().T).index_select(1, items[0])  # [B, C]
             return query @ self.item_embeddings(items[0]).T  # [B, C]
-        if self.n_items <= self._gemm_items_per_candidate() * candidates:
+        path = self._candidate_path(query.device, self.n_items, candidates)
+        if path == "gemm":
             # A small catalogue against many candidates: one GEMM and a pick (crossovers above).
             return (query @ self.item_embeddings().T).gather(1, items)
-        if not torch.is_grad_enabled() or (not self._sparse_embeddings and candidates >= _GATHERED_MIN_CANDIDATES):
-            # Never holds the [B, C, d] rows: 26.1 vs 119.9 ms fwd + bwd for 512 x 1001 of 38,048.
+        if path == "gathered":
+            # Never holds the [B, C, d] rows: 26.1 vs 119.9 ms fwd + bwd for 512 x 1001 of 38,048 (CPU).
             return gathered_dot(query, self.item_embeddings(), items)
         # Sparse gradients need the rows gathered through `lookup` (as do a few candidates, faster so).
         # Chunks keep each [b, C, d] temporary under ~16 MB: larger ones are fresh mmap'd memory that

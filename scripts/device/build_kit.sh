@@ -11,13 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 python_version="${1:-3.12}"
 data_root="${2:-../shared/data}"
-# recsys's imports (fit, evaluate, tune, the tests) that the device image does not hold, and protobuf,
-# whose version opentelemetry pins.
+# recsys's imports (fit, evaluate, tune, the tests) that the device image does not hold, protobuf,
+# whose version opentelemetry pins, and importlib-metadata, which mlflow imports (missing there: seen on
+# an H200 on 2026-11-28).
 packages=(alembic annotated-types cachetools cffi cryptography databricks-sdk fastapi google-auth pyasn1
           pyasn1-modules Mako mlflow-skinny mlflow-tracing opentelemetry-api opentelemetry-proto
           opentelemetry-sdk opentelemetry-semantic-conventions optuna optuna-integration polars
           polars-runtime-32 pydantic pydantic_core SQLAlchemy sqlparse starlette typing-inspection colorlog
-          protobuf)
+          protobuf importlib-metadata)
 pins=()
 for name in "${packages[@]}"; do
     version=$(.venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")
