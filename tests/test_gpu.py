@@ -7,6 +7,7 @@ Skipped without a CUDA device (CI has none); run on a GPU machine with ``pytest 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from recsys.cli import main
+from recsys.evaluation.evaluator import FullRankingEvaluator
 from recsys.evaluation.topk import top_k
+from recsys.losses import bpr_loss
+from recsys.models.base import TrainingParts
+from recsys.models.mf import MatrixFactorization, MFConfig
 from recsys.models.gathered_dot import gathered_dot
 from recsys.models.sparse import SparseMatrix
+from recsys.samplers.uniform import UniformSampler
 from tests.test_sessions_end_to_end import OBJECTIVES, _config, tiny_sessions
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -58,6 +64,28 @@ def test_gathered_dot_matches_the_cpu(candidates: int) -> None:
         scores = gathered_dot(q, t, items.to(device))
         (scores * weights.to(device)).sum().backward()
         results.append([tensor.detach().cpu() for tensor in (scores, q.grad, t.grad)])
+    for on_cpu, on_gpu in zip(*results, strict=True):
+        torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("n_items", "candidates"), [(5000, 2), (50_000, 5), (5000, 301), (1682, 1001)])
+def test_score_paths_on_the_gpu_match_the_cpu(n_items: int, candidates: int) -> None:
+    """``score`` takes the rows or the catalogue GEMM on CUDA and ``gathered_dot`` or the rows on the CPU
+    (``candidate_path``): the same scores and parameter gradients."""
+    torch.manual_seed(0)
+    parts = TrainingParts(n_users=256, n_items=n_items, sampler=UniformSampler(n_items, 1), loss=bpr_loss,
+                          evaluator=FullRankingEvaluator((2,)))
+    cpu = MatrixFactorization(MFConfig(dim=64), parts)
+    gpu = copy.deepcopy(cpu).cuda()
+    generator = torch.Generator().manual_seed(candidates)
+    queries = torch.randint(0, 256, (256,), generator=generator)
+    items = torch.randint(0, n_items, (256, candidates), generator=generator)
+    weights = torch.randn(256, candidates, generator=generator)
+    results = []
+    for model, device in ((cpu, "cpu"), (gpu, "cuda")):
+        scores = model.score(queries.to(device), items.to(device))
+        (scores * weights.to(device)).sum().backward()
+        results.append([scores.detach().cpu()] + [p.grad.cpu() for p in model.parameters()])
     for on_cpu, on_gpu in zip(*results, strict=True):
         torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-4)
 
