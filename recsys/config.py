@@ -58,6 +58,9 @@ class TrainConfig(Section):
     # Training batches per Lightning `training_step` call (each still one optimizer step); null: about
     # ten calls per epoch. Lightning's per-call bookkeeping is a fifth of a small MF epoch.
     batches_per_call: int | None = Field(None, ge=1)
+    # After early stopping picks the best epoch on validation, train afresh on train + validation for
+    # that many epochs and test that model (the papers' protocol: they train on the whole train file).
+    refit: bool = False
 
     def trainer_arguments(self) -> dict[str, Any]:
         """The Lightning ``Trainer`` arguments given in this section (besides ``max_epochs``)."""

@@ -25,6 +25,7 @@ from recsys.config import ExperimentConfig
 from recsys.data.datamodule import InteractionDataModule
 from recsys.data.interactions import Interactions, Split
 from recsys.data.loading import load_session_split, load_split
+from recsys.data.splits import refit_split
 from recsys.data.sessions import SessionDataModule, SessionSplit
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation.evaluator import FullRankingEvaluator
@@ -39,13 +40,19 @@ __all__ = ["ExperimentResult", "build_model", "evaluate", "fit"]
 
 @dataclass
 class ExperimentResult:
-    """What a run produced: mean metrics, per-user test metrics, and where it is tracked."""
+    """What a run produced: mean metrics, per-user test metrics, and where it is tracked.
+
+    With ``train.refit``, ``test``, ``per_user_test`` and ``checkpoint`` are the refitted model's, and
+    ``selected_test`` holds the test means of the checkpoint that validation selected.
+    """
 
     run_id: str
     test: dict[str, float]
     valid: dict[str, float] = field(default_factory=dict)
     best_epoch: int | None = None
     epochs: int = 0
+    selected_test: dict[str, float] = field(default_factory=dict)
+    refit_epochs: int | None = None
     per_user_test: pl.DataFrame | None = None
     checkpoint: Path | None = None
     history: dict[int, dict[str, float]] = field(default_factory=dict)
@@ -90,8 +97,10 @@ def _inverse_propensity(config: ExperimentConfig, train: Interactions) -> torch.
 
 
 def _prepare(
-    config: ExperimentConfig, data_root: Path, cache_dir: Path | None
+    config: ExperimentConfig, data_root: Path, cache_dir: Path | None, refitted: bool = False
 ) -> tuple[Split | SessionSplit, InteractionDataModule | SessionDataModule, RecommenderModule]:
+    """The split, its data module and the model; ``refitted``: train on train + validation (a refit's
+    model, whose graph or histories come from both)."""
     if config.data.sessions:
         sessions = load_session_split(config.data, data_root)
         if len(sessions.valid) == 0:  # early stopping and checkpoints need validation sessions
@@ -102,10 +111,15 @@ def _prepare(
                                        batches_per_call=config.train.grouping())
         return sessions, datamodule, build_model(config, sessions)
     split = load_split(config.data, data_root, config.seed, cache_dir)
-    datamodule = InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed,
-                                       protocol=config.eval.protocol, rare_max_count=config.eval.rare_max_count,
-                                       batches_per_call=config.train.grouping())
-    return split, datamodule, build_model(config, split)
+    if refitted:
+        split = refit_split(split)
+    return split, _datamodule(config, split), build_model(config, split)
+
+
+def _datamodule(config: ExperimentConfig, split: Split) -> InteractionDataModule:
+    return InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed,
+                                 protocol=config.eval.protocol, rare_max_count=config.eval.rare_max_count,
+                                 batches_per_call=config.train.grouping())
 
 
 def fit(
@@ -122,6 +136,12 @@ def fit(
 ) -> ExperimentResult:
     """Train with early stopping on ``train.monitor``, test the best checkpoint, track one run.
 
+    With ``train.refit``, then train a fresh model (same seed) on train and validation together for the
+    selected number of epochs (best epoch + 1), without validating, and test it: the papers' protocol,
+    which trains on the whole train file, with the epoch count chosen on held-out data instead of on
+    test. Its metrics go into the same run: ``refit/train/...`` per epoch, and ``test/...`` are the
+    refitted model's; the selected checkpoint's test metrics are ``selected/test/...``.
+
     ``callbacks`` join the Trainer's (a search's pruning callback); ``parent_run_id`` nests the run under
     a study's run; ``tags`` are set on the run; an exception in ``stop_exceptions`` (a pruned trial)
     ends the run KILLED with a ``stopped_by`` tag instead of FAILED, and propagates. ``on_run`` is
@@ -132,6 +152,9 @@ def fit(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     _quiet_lightning()
+    if config.train.refit and config.data.sessions:
+        raise ConfigError(f"{config.source}: train.refit: refitting on train + validation is for user-item "
+                          "splits, not sessions")
     L.seed_everything(config.seed, verbose=False)
     split, datamodule, model = _prepare(config, data_root, cache_dir)
 
@@ -159,6 +182,8 @@ def fit(
             # and is tested as fitted.
             if best is None and trainer.global_step > 0:
                 warnings.warn(f"{config.train.monitor} was never finite: testing the last weights", stacklevel=1)
+            if config.train.refit:
+                logger.prefix = "selected/"
             trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
             run.log_metrics({"time/total_s": time.perf_counter() - started}, step=trainer.current_epoch)
             result = _result(run.run_id, model, logger.history, split, "test")
@@ -166,7 +191,48 @@ def fit(
             result.valid = _stage_means(logger.history.get(result.best_epoch, {}), "val")
             result.epochs = trainer.current_epoch
             run.set_tags({"best_epoch": str(result.best_epoch), "epochs": str(result.epochs)})
-            _log_outputs(run, result, best if config.tracking.log_checkpoint else None)
+            if config.train.refit:
+                assert isinstance(split, Split)  # sessions were refused above
+                epochs = result.epochs if result.best_epoch is None else result.best_epoch + 1
+                if config.tracking.log_checkpoint:
+                    _log_checkpoint(run, best, "best.ckpt")
+                refitted = _refit(config, split, epochs, run, Path(scratch), progress, refresh_rate=max(1, n_batches // 10))
+                refitted.valid, refitted.best_epoch, refitted.epochs = result.valid, result.best_epoch, result.epochs
+                refitted.selected_test = result.test
+                result = refitted
+                run.log_metrics({"refit/time/total_s": time.perf_counter() - started}, step=epochs)
+            _log_per_user(run, result)
+            if config.tracking.log_checkpoint:
+                saved = _log_checkpoint(run, str(Path(scratch) / "refit.ckpt") if config.train.refit else best,
+                                        "refit.ckpt" if config.train.refit else "best.ckpt")
+                result.checkpoint = saved if saved is not None else result.checkpoint
+    return result
+
+
+def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Path, progress: bool,
+           refresh_rate: int) -> ExperimentResult:
+    """Train a fresh model on train + validation for ``epochs`` epochs, test it, log into ``run``.
+
+    The same seed as the selection run, so the refit starts from the same initial weights. It saves its
+    last weights to ``scratch/refit.ckpt`` (a ``recsys evaluate`` checkpoint of this config).
+    """
+    import lightning.pytorch as L
+
+    L.seed_everything(config.seed, verbose=False)
+    merged = refit_split(split)
+    model, datamodule = build_model(config, merged), _datamodule(config, merged)
+    trainer, logger = _trainer(config, str(scratch / "refit"), [], progress, max_epochs=epochs,
+                               refresh_rate=refresh_rate, limit_val_batches=0, enable_checkpointing=False)
+    logger.run, logger.prefix = run, "refit/"
+    run.set_tags({"refit_epochs": str(epochs), "data.refit_train_interactions": str(len(merged.train))})
+    trainer.fit(model, datamodule=datamodule)
+    logger.prefix = ""
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    _save_refitted(trainer, scratch / "refit.ckpt")
+    result = _result(run.run_id, model, logger.history, merged, "test")
+    result.refit_epochs = trainer.current_epoch
+    if trainer.current_epoch < epochs:  # max_time ended the refit early
+        warnings.warn(f"the refit trained {trainer.current_epoch} of {epochs} epochs (train.max_time)", stacklevel=1)
     return result
 
 
@@ -178,17 +244,24 @@ def evaluate(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> ExperimentResult:
-    """Test a saved checkpoint of ``config``'s model on its test split; track one run."""
+    """Test a saved checkpoint of ``config``'s model on its test split; track one run.
+
+    A refit's checkpoint (marked by ``fit``) rebuilds the model's data-derived parts (LightGCN's graph,
+    SimpleX's histories) from train + validation, as it was trained.
+    """
     _quiet_lightning()
     if not checkpoint.is_file():
         raise DataError(f"{checkpoint}: no such checkpoint")
-    split, datamodule, model = _prepare(config, data_root, cache_dir)
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state, refitted = saved["state_dict"], saved.get(_TRAINED_ON, "train") == "train+valid"
+    except (RuntimeError, KeyError, OSError, EOFError, TypeError, AttributeError) as error:
+        raise DataError(f"{checkpoint}: not a torch checkpoint ({type(error).__name__}: {_reason(error)})") from None
+    split, datamodule, model = _prepare(config, data_root, cache_dir, refitted)
+    try:
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, OSError, EOFError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{checkpoint}: not a checkpoint of this config's model ({reason})") from None
+    except (RuntimeError, KeyError) as error:
+        raise DataError(f"{checkpoint}: not a checkpoint of this config's model ({_reason(error)})") from None
     with tempfile.TemporaryDirectory(prefix="recsys-evaluate-") as scratch:
         trainer, logger = _trainer(config, scratch, [], progress, max_epochs=1, refresh_rate=1)
         with _open_run(config, tracking_uri, trainer, "evaluate", split) as run:
@@ -196,11 +269,17 @@ def evaluate(
             run.set_tags({"checkpoint": str(checkpoint.resolve())})
             trainer.test(model, datamodule=datamodule, verbose=False)
             result = _result(run.run_id, model, logger.history, split, "test")
-            _log_outputs(run, result, None)
+            _log_per_user(run, result)
     return result
 
 
-def _trainer(config: ExperimentConfig, scratch: str, callbacks: list, progress: bool, max_epochs: int, refresh_rate: int):
+def _reason(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _trainer(config: ExperimentConfig, scratch: str, callbacks: list, progress: bool, max_epochs: int, refresh_rate: int,
+             **forced: Any):
+    """A Trainer with the config's arguments; ``forced`` arguments (a refit's) override them."""
     import lightning.pytorch as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -216,6 +295,7 @@ def _trainer(config: ExperimentConfig, scratch: str, callbacks: list, progress: 
         default_root_dir=scratch,
     )
     arguments.update(config.train.trainer_arguments())
+    arguments.update(forced)
     bar = [ProgressBar(refresh_rate=refresh_rate)] if arguments["enable_progress_bar"] else []
     try:
         trainer = L.Trainer(logger=logger, callbacks=[*callbacks, *bar], **arguments)
@@ -302,17 +382,37 @@ def _result(run_id: str, model: RecommenderModule, history, split: Split | Sessi
     return ExperimentResult(run_id=run_id, test=means, per_user_test=per_user, history=history)
 
 
-def _log_outputs(run, result: ExperimentResult, checkpoint: str | None) -> None:
+# The checkpoint key that says what a model was trained on: "train+valid" for a refit (else absent).
+_TRAINED_ON = "recsys_trained_on"
+
+
+def _save_refitted(trainer, path: Path) -> None:
+    """Save the weights, marked as trained on train + validation, which `evaluate` reads back."""
+    trainer.save_checkpoint(path, weights_only=True)
+    if trainer.global_rank == 0:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved[_TRAINED_ON] = "train+valid"
+        torch.save(saved, path)
+
+
+def _log_per_user(run, result: ExperimentResult) -> None:
+    if result.per_user_test is None:
+        return
     with tempfile.TemporaryDirectory(prefix="recsys-artifacts-") as folder:
-        if result.per_user_test is not None:
-            path = Path(folder) / "test.parquet"
-            result.per_user_test.write_parquet(path)
-            run.log_artifact(path, "per_user")
-        if checkpoint and Path(checkpoint).is_file() and result.run_id:
-            path = Path(folder) / "best.ckpt"
-            shutil.move(checkpoint, path)
-            run.log_artifact(path, "checkpoints")
-            result.checkpoint = Path(_local_artifact(run.artifact_uri)) / "checkpoints" / "best.ckpt"
+        path = Path(folder) / "test.parquet"
+        result.per_user_test.write_parquet(path)
+        run.log_artifact(path, "per_user")
+
+
+def _log_checkpoint(run, checkpoint: str | None, name: str) -> Path | None:
+    """Move ``checkpoint`` into the run's ``checkpoints/`` as ``name``; its stored path (None if none)."""
+    if not checkpoint or not Path(checkpoint).is_file() or not run.run_id:
+        return None
+    with tempfile.TemporaryDirectory(prefix="recsys-artifacts-") as folder:
+        path = Path(folder) / name
+        shutil.move(checkpoint, path)
+        run.log_artifact(path, "checkpoints")
+    return Path(_local_artifact(run.artifact_uri)) / "checkpoints" / name
 
 
 def _local_artifact(uri: str) -> str:

@@ -12,13 +12,21 @@ __all__ = ["results_table", "session_table", "split_table"]
 
 
 def results_table(result) -> str:
-    """Validation (at the best epoch) and test means, one metric per row."""
+    """Validation (at the best epoch) and test means, one metric per row; after a refit, the selected
+    checkpoint's test means and the refitted model's."""
     names = list(result.test) or list(result.valid)
     valid_header = f"valid (epoch {result.best_epoch})" if result.valid else ""
-    rows = [("metric", valid_header, "test")]
+    if result.selected_test:
+        rows = [("metric", valid_header, "test (selected)", f"test (refit, {result.refit_epochs} epochs)")]
+    else:
+        rows = [("metric", valid_header, "test")]
     for name in names:
         valid = result.valid.get(name)
-        rows.append((name, "" if valid is None else f"{valid:.4f}", f"{result.test.get(name, float('nan')):.4f}"))
+        row = [name, "" if valid is None else f"{valid:.4f}"]
+        if result.selected_test:
+            row.append(f"{result.selected_test.get(name, float('nan')):.4f}")
+        row.append(f"{result.test.get(name, float('nan')):.4f}")
+        rows.append(tuple(row))
     return _format(rows)
 
 

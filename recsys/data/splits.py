@@ -13,7 +13,7 @@ import numpy as np
 from recsys.data.interactions import Interactions, Split
 from recsys.errors import DataError
 
-__all__ = ["carve_validation", "leave_one_out", "random_split", "ratio_counts", "temporal_split"]
+__all__ = ["carve_validation", "leave_one_out", "random_split", "ratio_counts", "refit_split", "temporal_split"]
 
 
 def ratio_counts(totals: np.ndarray, ratios: tuple[float, ...]) -> np.ndarray:
@@ -110,3 +110,12 @@ def carve_validation(
     counts = ratio_counts(train.user_counts(), (1.0 - valid_ratio, valid_ratio))
     parts = _assign_parts(train.users, order, counts)
     return Split(train=train.select(parts == 0), valid=train.select(parts == 1), test=test)
+
+
+def refit_split(split: Split) -> Split:
+    """The split for refitting on all training data: train becomes train and validation together.
+
+    Validation stays as it was, inside train now, so it is no longer a held-out measure (a refit does not
+    validate); test, its masking of train and validation items, and the exposure are unchanged.
+    """
+    return Split(train=split.train.union(split.valid), valid=split.valid, test=split.test, exposure=split.exposure)

@@ -16,13 +16,16 @@ class EpochLogger(Logger):
     """Logs every metric Lightning hands over with ``step = epoch`` and keeps a per-epoch history.
 
     ``run`` is attached after the Trainer is built, so that a bad Trainer argument fails before any
-    MLflow run exists.
+    MLflow run exists. ``prefix`` goes before every name it writes to the run and to ``history`` (a
+    refit's ``refit/train/loss`` beside the selection run's ``train/loss`` in one MLflow run); the
+    caller may change it between stages.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
         super().__init__()
         self.run: TrackedRun | None = None
         self.history: dict[int, dict[str, float]] = {}
+        self.prefix = prefix
 
     @property
     def name(self) -> str:
@@ -40,6 +43,7 @@ class EpochLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         metrics = dict(metrics)
         epoch = int(metrics.pop("epoch", step or 0))
+        metrics = {f"{self.prefix}{name}": value for name, value in metrics.items()}
         self.history.setdefault(epoch, {}).update(metrics)
         if self.run is not None and metrics:
             self.run.log_metrics(metrics, step=epoch)
