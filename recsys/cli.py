@@ -192,7 +192,7 @@ def _fit(args: argparse.Namespace) -> int:
     print(results_table(result))
     print(f"MLflow run {result.run_id} in {args.tracking_uri} (experiment {config.tracking.experiment!r})")
     if result.checkpoint is not None:
-        print(f"{'refitted model' if config.train.refit else 'best checkpoint'}: {result.checkpoint}")
+        print(f"{'refitted model' if result.refit_epochs is not None else 'best checkpoint'}: {result.checkpoint}")
     return 0
 
 

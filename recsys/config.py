@@ -61,6 +61,9 @@ class TrainConfig(Section):
     # After early stopping picks the best epoch on validation, train afresh on train + validation for
     # that many epochs and test that model (the papers' protocol: they train on the whole train file).
     refit: bool = False
+    # Refit for this many epochs without a selection run (a count chosen before, e.g. an earlier run's
+    # best epoch + 1; with max_time, a time budget on all training data).
+    refit_epochs: int | None = Field(None, ge=1)
 
     def trainer_arguments(self) -> dict[str, Any]:
         """The Lightning ``Trainer`` arguments given in this section (besides ``max_epochs``)."""

@@ -140,7 +140,8 @@ def fit(
     selected number of epochs (best epoch + 1), without validating, and test it: the papers' protocol,
     which trains on the whole train file, with the epoch count chosen on held-out data instead of on
     test. Its metrics go into the same run: ``refit/train/...`` per epoch, and ``test/...`` are the
-    refitted model's; the selected checkpoint's test metrics are ``selected/test/...``.
+    refitted model's; the selected checkpoint's test metrics are ``selected/test/...``. With
+    ``train.refit_epochs`` there is no selection run: only the refit, for that many epochs.
 
     ``callbacks`` join the Trainer's (a search's pruning callback); ``parent_run_id`` nests the run under
     a study's run; ``tags`` are set on the run; an exception in ``stop_exceptions`` (a pruned trial)
@@ -152,8 +153,10 @@ def fit(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     _quiet_lightning()
-    if config.train.refit and config.data.sessions:
-        raise ConfigError(f"{config.source}: train.refit: refitting on train + validation is for user-item "
+    refit = config.train.refit or config.train.refit_epochs is not None
+    if refit and config.data.sessions:
+        key = "train.refit" if config.train.refit else "train.refit_epochs"
+        raise ConfigError(f"{config.source}: {key}: refitting on train + validation is for user-item "
                           "splits, not sessions")
     L.seed_everything(config.seed, verbose=False)
     split, datamodule, model = _prepare(config, data_root, cache_dir)
@@ -176,6 +179,16 @@ def fit(
             if on_run is not None and run.run_id:
                 on_run(run.run_id)
             started = time.perf_counter()
+            if config.train.refit_epochs is not None:  # the epoch count is given: no selection run
+                assert isinstance(split, Split)  # sessions were refused above
+                del model, datamodule
+                result = _refit(config, split, config.train.refit_epochs, run, Path(scratch), progress,
+                                refresh_rate=max(1, n_batches // 10))
+                run.log_metrics({"refit/time/total_s": time.perf_counter() - started}, step=config.train.refit_epochs)
+                _log_per_user(run, result)
+                if config.tracking.log_checkpoint:
+                    result.checkpoint = _log_checkpoint(run, str(Path(scratch) / "refit.ckpt"), "refit.ckpt")
+                return result
             trainer.fit(model, datamodule=datamodule)
             best = checkpoint.best_model_path or None
             # Lightning saves a checkpoint only after an optimizer step; a closed-form model takes none

@@ -16,10 +16,11 @@ def results_table(result) -> str:
     checkpoint's test means and the refitted model's."""
     names = list(result.test) or list(result.valid)
     valid_header = f"valid (epoch {result.best_epoch})" if result.valid else ""
+    test_header = "test" if result.refit_epochs is None else f"test (refit, {result.refit_epochs} epochs)"
     if result.selected_test:
-        rows = [("metric", valid_header, "test (selected)", f"test (refit, {result.refit_epochs} epochs)")]
+        rows = [("metric", valid_header, "test (selected)", test_header)]
     else:
-        rows = [("metric", valid_header, "test")]
+        rows = [("metric", valid_header, test_header)]
     for name in names:
         valid = result.valid.get(name)
         row = [name, "" if valid is None else f"{valid:.4f}"]

@@ -69,6 +69,23 @@ def test_refit_trains_the_selected_epochs_on_train_and_validation(model: str, tm
     assert artifacts == {"checkpoints/best.ckpt", "checkpoints/refit.ckpt"}
 
 
+def test_refit_epochs_alone_trains_the_same_refit_without_a_selection_run(tmp_path: Path) -> None:
+    """``train.refit_epochs=N`` skips the selection run; with N = the selected count it is the same refit
+    (same seed, same data), so it tests the same."""
+    common = _common(tmp_path)
+    assert main(["fit", "-c", CONFIG, *common, "train.max_epochs=6", "train.patience=2", "train.refit=true"]) == 0
+    client, (refitted,) = _only_run(tmp_path)
+    epochs = refitted.data.tags["refit_epochs"]
+    assert main(["fit", "-c", CONFIG, *common, f"train.refit_epochs={epochs}"]) == 0
+    direct = _only_run(tmp_path)[1][0]
+    assert direct.data.tags["refit_epochs"] == epochs
+    assert not [key for key in direct.data.metrics if key.startswith(("val/", "selected/"))]
+    steps = [m.step for m in client.get_metric_history(direct.info.run_id, "refit/train/loss")]
+    assert steps == list(range(int(epochs)))
+    for key in ("test/recall_at_20", "test/ndcg_at_20", "test/mrr_at_10"):
+        assert direct.data.metrics[key] == pytest.approx(refitted.data.metrics[key], abs=1e-6)
+
+
 def test_a_refitted_checkpoint_evaluates_to_the_refit_metrics(tmp_path: Path) -> None:
     """`recsys evaluate` rebuilds LightGCN's graph from train + validation for a refit's checkpoint (the
     checkpoint says so); built from train alone, as for any other checkpoint, the metrics differ."""
@@ -98,4 +115,6 @@ def test_refit_is_refused_for_sessions_and_in_a_search(tmp_path: Path, capsys) -
     assert main(["tune", "-c", CONFIG, "--space", space, "--trials", "1", "--storage",
                  f"sqlite:///{tmp_path / 'optuna.db'}", *_common(tmp_path)[:-1], "train.refit=true"]) == 2
     assert "train.refit: a search ranks trials on validation" in capsys.readouterr().err
+    assert main(["fit", "-c", sessions, *_common(tmp_path), "train.refit_epochs=3"]) == 2
+    assert "train.refit_epochs: refitting on train + validation is for user-item splits" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()

@@ -91,8 +91,9 @@ def tune(
         except ValueError as error:  # e.g. grid with a float parameter
             raise ConfigError(f"{space_path}: {str(error).splitlines()[-1].strip()}") from None
     config = load_config(config_path, base_overrides)  # a bad config fails here, before any trial
-    if config.train.refit:
-        raise ConfigError(f"{config_path}: train.refit: a search ranks trials on validation, which a refit does not "
+    if config.train.refit or config.train.refit_epochs is not None:
+        key = "train.refit" if config.train.refit else "train.refit_epochs"
+        raise ConfigError(f"{config_path}: {key}: a search ranks trials on validation, which a refit does not "
                           "change; refit the best config with `recsys fit ... train.refit=true`")
     if resume and study_name not in _study_names(storage):
         raise ConfigError(f"--resume: no study {study_name!r} in {storage}")
