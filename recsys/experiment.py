@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -237,15 +238,17 @@ def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Pa
     trainer, logger = _trainer(config, str(scratch / "refit"), [], progress, max_epochs=epochs,
                                refresh_rate=refresh_rate, limit_val_batches=0, enable_checkpointing=False)
     logger.run, logger.prefix = run, "refit/"
-    run.set_tags({"refit_epochs": str(epochs), "data.refit_train_interactions": str(len(merged.train))})
+    run.set_tags({"refit_epochs_planned": str(epochs), "data.refit_train_interactions": str(len(merged.train))})
     trainer.fit(model, datamodule=datamodule)
+    run.set_tags({"refit_epochs": str(trainer.current_epoch)})
     logger.prefix = ""
     trainer.test(model, datamodule=datamodule, verbose=False)
     _save_refitted(trainer, scratch / "refit.ckpt")
     result = _result(run.run_id, model, logger.history, merged, "test")
     result.refit_epochs = trainer.current_epoch
-    if trainer.current_epoch < epochs:  # max_time ended the refit early
-        warnings.warn(f"the refit trained {trainer.current_epoch} of {epochs} epochs (train.max_time)", stacklevel=1)
+    if trainer.current_epoch < epochs and trainer.global_rank == 0:  # max_time ended the refit early
+        print(f"recsys: note: the refit trained {trainer.current_epoch} of {epochs} epochs (train.max_time)",
+              file=sys.stderr)
     return result
 
 

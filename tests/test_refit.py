@@ -86,6 +86,17 @@ def test_refit_epochs_alone_trains_the_same_refit_without_a_selection_run(tmp_pa
         assert direct.data.metrics[key] == pytest.approx(refitted.data.metrics[key], abs=1e-6)
 
 
+def test_a_time_budget_ends_the_refit_and_tests_what_it_trained(tmp_path: Path, capsys) -> None:
+    assert main(["fit", "-c", CONFIG, *_common(tmp_path), "train.refit_epochs=100000",
+                 "train.max_time=00:00:00:02"]) == 0
+    client, (run,) = _only_run(tmp_path)
+    trained = int(run.data.tags["refit_epochs"])
+    assert 0 < trained < 100000 and run.data.tags["refit_epochs_planned"] == "100000"
+    assert len(client.get_metric_history(run.info.run_id, "refit/train/loss")) == trained
+    assert run.data.metrics["test/recall_at_20"] > 0
+    assert f"the refit trained {trained} of 100000 epochs (train.max_time)" in capsys.readouterr().err
+
+
 def test_a_refitted_checkpoint_evaluates_to_the_refit_metrics(tmp_path: Path) -> None:
     """`recsys evaluate` rebuilds LightGCN's graph from train + validation for a refit's checkpoint (the
     checkpoint says so); built from train alone, as for any other checkpoint, the metrics differ."""
