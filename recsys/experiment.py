@@ -245,7 +245,7 @@ def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Pa
     trainer.test(model, datamodule=datamodule, verbose=False)
     _save_refitted(trainer, scratch / "refit.ckpt")
     result = _result(run.run_id, model, logger.history, merged, "test")
-    result.refit_epochs = trainer.current_epoch
+    result.refit_epochs = result.epochs = trainer.current_epoch
     if trainer.current_epoch < epochs and trainer.global_rank == 0:  # max_time ended the refit early
         print(f"recsys: note: the refit trained {trainer.current_epoch} of {epochs} epochs (train.max_time)",
               file=sys.stderr)

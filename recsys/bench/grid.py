@@ -428,9 +428,10 @@ def _record(client, cell: Cell, run, metrics: tuple[str, ...]) -> CellRecord:
         seed=cell.seed,
         run_id=run_id,
         metrics={name: run.data.metrics[f"test/{mlflow_key(name)}"] for name in metrics},
-        epochs=int(run.data.tags.get("epochs", 0)),
+        # A refit without a selection run (train.refit_epochs) has only its refit's epochs.
+        epochs=int(run.data.tags.get("epochs", run.data.tags.get("refit_epochs", 0))),
         wall_s=(run.info.end_time - run.info.start_time) / 1000,
-        epoch_train_s=list(history("time/epoch_train_s").values()),
+        epoch_train_s=list((history("time/epoch_train_s") or history("refit/time/epoch_train_s")).values()),
         diagnostics={key.removeprefix("sampler/"): history(key) for key in run.data.metrics
                      if key.startswith("sampler/")},
         per_user=per_user,
