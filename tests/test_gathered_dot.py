@@ -59,3 +59,31 @@ def test_without_gradients_it_returns_plain_scores() -> None:
         scores = gathered_dot(query, table, items)
     assert not scores.requires_grad
     torch.testing.assert_close(scores, (table[items] * query.unsqueeze(1)).sum(dim=2).detach())
+
+
+@pytest.mark.parametrize("share", [0.0, 1.01])  # never / always keep only the nonzero-gradient pairs
+@pytest.mark.parametrize("margin", [0.5, 1.5, 100.0])  # some pairs / few pairs / no pair above the hinge
+def test_a_hinge_loss_gradient_matches_autograd_on_either_path(
+    share: float, margin: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(module, "_SPARSE_GRADIENT_SHARE", share)
+    query, table, items = _inputs(batch=12, candidates=40, n_items=25, seed=3)
+    torch.relu(gathered_dot(query, table, items) - margin).sum().backward()
+    expected = torch.autograd.grad(torch.relu((table[items] * query.unsqueeze(1)).sum(dim=2) - margin).sum(),
+                                   (query, table))
+    torch.testing.assert_close(query.grad, expected[0])
+    torch.testing.assert_close(table.grad, expected[1])
+
+
+def test_leaving_out_zero_gradients_changes_no_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    query, table, items = _inputs(batch=64, candidates=200, n_items=50, seed=4)
+    query, table = query.detach().float().requires_grad_(), table.detach().float().requires_grad_()
+    grads = []
+    for share in (0.0, 1.01):
+        monkeypatch.setattr(module, "_SPARSE_GRADIENT_SHARE", share)
+        query.grad = table.grad = None
+        scores = gathered_dot(query, table, items)
+        assert 0 < (scores > 5.0).float().mean() < 0.1  # under 10% of the pairs have a gradient
+        torch.relu(scores - 5.0).sum().backward()
+        grads.append((query.grad.clone(), table.grad.clone()))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])

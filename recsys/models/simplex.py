@@ -15,6 +15,7 @@ from recsys.interfaces import Negatives, Section
 from recsys.models.base import DotProductModule, TrainingParts
 from recsys.models.history import UserHistories
 from recsys.models.sparse import SparseMatrix
+from recsys.models.whole_table import normalize_rows, squared_norm
 
 __all__ = ["SimpleX", "SimpleXConfig"]
 
@@ -140,14 +141,14 @@ class SimpleX(DotProductModule):
 
     def begin_step(self, queries: Tensor, positives: Tensor) -> None:
         self._step = (queries, self.user_tower(queries, leave_out=positives))
-        self._items = F.normalize(self.item_embedding.weight, dim=-1)
+        self._items = normalize_rows(self.item_embedding.weight)
 
     def end_step(self) -> None:
         self._step = None
         self._items = None
 
     def begin_evaluation(self) -> None:
-        self._items = F.normalize(self.item_embedding.weight, dim=-1)
+        self._items = normalize_rows(self.item_embedding.weight)
 
     def end_evaluation(self) -> None:
         self._items = None
@@ -158,7 +159,7 @@ class SimpleX(DotProductModule):
         return self.user_tower(queries)
 
     def item_embeddings(self, items: Tensor | None = None) -> Tensor:
-        table = self._items if self._items is not None else F.normalize(self.item_embedding.weight, dim=-1)
+        table = self._items if self._items is not None else normalize_rows(self.item_embedding.weight)
         if items is None:
             return table
         return table.index_select(0, items.reshape(-1)).view(*items.shape, table.shape[1])
@@ -166,5 +167,5 @@ class SimpleX(DotProductModule):
     def regularization(self, queries: Tensor, positives: Tensor, negatives: Negatives) -> Tensor | float:
         if not self.l2:
             return 0.0
-        tables = self.user_embedding.weight.pow(2).sum() + self.item_embedding.weight.pow(2).sum()
+        tables = squared_norm(self.user_embedding.weight) + squared_norm(self.item_embedding.weight)
         return self.l2 * 0.5 * tables
