@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
@@ -64,6 +64,9 @@ class TrainConfig(Section):
     # Refit for this many epochs without a selection run (a count chosen before, e.g. an earlier run's
     # best epoch + 1; with max_time, a time budget on all training data).
     refit_epochs: int | None = Field(None, ge=1)
+    # How an epoch's (user, positive) pairs are drawn: `interactions`, every training pair once
+    # (RecBole, BARS); `users`, as many pairs with users drawn uniformly (LightGCN's reference code).
+    pair_sampling: Literal["interactions", "users"] = "interactions"
 
     def trainer_arguments(self) -> dict[str, Any]:
         """The Lightning ``Trainer`` arguments given in this section (besides ``max_epochs``)."""

@@ -120,7 +120,8 @@ def _prepare(
 def _datamodule(config: ExperimentConfig, split: Split) -> InteractionDataModule:
     return InteractionDataModule(split, config.train.batch_size, config.eval.batch_size, config.seed,
                                  protocol=config.eval.protocol, rare_max_count=config.eval.rare_max_count,
-                                 batches_per_call=config.train.grouping())
+                                 batches_per_call=config.train.grouping(),
+                                 pair_sampling=config.train.pair_sampling)
 
 
 def fit(
@@ -159,6 +160,9 @@ def fit(
         key = "train.refit" if config.train.refit else "train.refit_epochs"
         raise ConfigError(f"{config.source}: {key}: refitting on train + validation is for user-item "
                           "splits, not sessions")
+    if config.train.pair_sampling != "interactions" and config.data.sessions:
+        raise ConfigError(f"{config.source}: train.pair_sampling: {config.train.pair_sampling!r} is for "
+                          "user-item splits; session batches take every session once per epoch")
     L.seed_everything(config.seed, verbose=False)
     split, datamodule, model = _prepare(config, data_root, cache_dir)
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys.data.batching import BatchGroups, ShuffledPairs, ranking_batches
+from recsys.data.batching import BatchGroups, ShuffledPairs, UserUniformPairs, ranking_batches
 from recsys.data.interactions import Interactions
 
 
@@ -98,6 +98,70 @@ def test_shuffled_pairs_without_shuffle_keep_the_stored_order() -> None:
     data = _interactions([(2, 0), (0, 1), (1, 1)], n_users=3, n_items=2)
     pairs = ShuffledPairs(data, batch_size=2, seed=0, shuffle=False)
     assert _epoch(pairs) == _epoch(pairs) == [(2, 0), (0, 1), (1, 1)]
+
+
+# --- UserUniformPairs ----------------------------------------------------------------------------
+
+
+def _skewed() -> Interactions:
+    # User 0 holds 50 items, users 1..9 one each, user 10 none: 59 pairs, 10 users with items.
+    pairs = [(0, i) for i in range(50)] + [(u, 50 + u) for u in range(1, 10)]
+    return _interactions(pairs, n_users=11, n_items=60)
+
+
+def _chi_square(counts: np.ndarray) -> float:
+    expected = counts.sum() / len(counts)
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_user_uniform_pairs_draw_users_then_their_items_uniformly() -> None:
+    data = _skewed()
+    pairs = UserUniformPairs(data, batch_size=16, seed=5)
+    assert len(pairs) == len(ShuffledPairs(data, batch_size=16, seed=5)) == 4  # 59 pairs a epoch
+    drawn = [pair for _ in range(400) for pair in _epoch(pairs)]  # 400 epochs, 23,600 pairs
+    assert len(drawn) == 400 * 59
+    assert set(drawn) <= set(zip(data.users.tolist(), data.items.tolist(), strict=True))  # real pairs only
+    users = np.array([u for u, _ in drawn])
+    user_counts = np.bincount(users, minlength=11)
+    assert user_counts[10] == 0  # a user without items is never drawn
+    # Uniform over the 10 users (ShuffledPairs would give user 0 50 / 59 of the pairs): chi-square
+    # below its 99.9% quantile, 27.9 at 9 degrees of freedom; and user 0's items uniform (86.7 at 49).
+    assert _chi_square(user_counts[:10]) < 27.9
+    assert 0.09 < user_counts[0] / len(drawn) < 0.11
+    item_counts = np.bincount([i for u, i in drawn if u == 0], minlength=50)
+    assert _chi_square(item_counts) < 86.7
+
+
+def test_user_uniform_pairs_are_reproducible_and_new_every_epoch() -> None:
+    data = _skewed()
+    pairs = UserUniformPairs(data, batch_size=16, seed=5)
+    first, second = _epoch(pairs), _epoch(pairs)
+    assert first != second
+    again = UserUniformPairs(data, batch_size=16, seed=5)
+    assert _epoch(again) == first and _epoch(again) == second
+    assert _epoch(UserUniformPairs(data, batch_size=16, seed=6)) != first
+    batches = list(UserUniformPairs(data, batch_size=16, seed=5))
+    assert [len(users) for users, _ in batches] == [16, 16, 16, 11]
+    assert all(users.dtype == torch.long and items.dtype == torch.long for users, items in batches)
+
+
+def test_user_uniform_pairs_shard_like_shuffled_pairs() -> None:
+    data = _skewed()
+    whole = list(UserUniformPairs(data, batch_size=16, seed=2))
+    shards = []
+    for rank in range(2):
+        pairs = UserUniformPairs(data, batch_size=16, seed=2)
+        pairs.shard(rank, 2)
+        shards.append(list(pairs))
+    for (users, items), (u0, i0), (u1, i1) in zip(whole, *shards, strict=True):
+        assert torch.equal(u0, users[0::2]) and torch.equal(i1, items[1::2])
+        assert len(u0) + len(u1) == len(users) and len(i0) == len(u0)
+
+
+def test_no_interactions_are_no_batches() -> None:
+    empty = _interactions([], n_users=3, n_items=2)
+    for pairs in (ShuffledPairs(empty, batch_size=4, seed=0), UserUniformPairs(empty, batch_size=4, seed=0)):
+        assert len(pairs) == 0 and list(pairs) == []
 
 
 # --- BatchGroups ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Batches cut by vectorised indexing of whole tensors (DESIGN.md, "Data flow").
 
 Training: a seeded permutation of all (user, item) pairs sliced into batches, one new permutation per
-epoch. Evaluation: fixed ``RankingBatch``es of queries with the items to mask and the items to find.
+epoch (``ShuffledPairs``), or as many pairs drawn user by user (``UserUniformPairs``, LightGCN's
+reference sampling). Evaluation: fixed ``RankingBatch``es of queries with the items to mask and the items to find.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import Tensor
 from recsys.data.interactions import Interactions
 from recsys.interfaces import RankingBatch
 
-__all__ = ["BatchGroups", "exposed_batches", "ShuffledPairs", "ranking_batches"]
+__all__ = ["BatchGroups", "exposed_batches", "ShuffledPairs", "UserUniformPairs", "ranking_batches"]
 
 
 class ShuffledPairs:
@@ -55,20 +56,63 @@ class ShuffledPairs:
             batches -= 1
         return batches
 
+    def _draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """One epoch's ``(users [n], items [n])``: every pair once, in the generator's order."""
+        order = torch.randperm(len(self.users), generator=generator)
+        return self.users[order], self.items[order]
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(len(self.users), generator=generator)
-            users, items = self.users[order], self.items[order]
+            users, items = self._draw(torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             users, items = self.users, self.items
         self.epoch += 1
+        if len(users) == 0:  # `split` would give one empty batch
+            return
         if self.world_size == 1:
             yield from zip(users.split(self.batch_size), items.split(self.batch_size), strict=True)
             return
         for user_batch, item_batch in zip(users.split(self.batch_size), items.split(self.batch_size), strict=True):
             if len(user_batch) >= self.world_size:
                 yield user_batch[self.rank :: self.world_size], item_batch[self.rank :: self.world_size]
+
+
+class UserUniformPairs(ShuffledPairs):
+    """Pairs drawn user-uniformly: each of an epoch's ``n`` pairs (``n`` = the number of training
+    pairs) takes a user uniformly from the users with a training item, then one of that user's items
+    uniformly, with replacement.
+
+    This is how both LightGCN reference implementations feed BPR (He et al., SIGIR 2020):
+    gusye1234/LightGCN-PyTorch ``UniformSample_original`` draws ``trainDataSize`` users uniformly and
+    a random positive of each; kuandeng/LightGCN draws each batch's users with ``rd.sample`` over the
+    users with items. A user's weight in the loss is then 1 / n_users instead of degree / n (as with
+    ``ShuffledPairs``), so light users count as much as heavy ones, as they do in Recall@20, which
+    averages over users. Same interface, seeding and DDP sharding as ``ShuffledPairs``.
+
+    Args:
+        data: the training interactions.
+        batch_size: pairs per batch (the last batch may be smaller).
+        seed: base seed (epoch ``e`` draws with ``seed + e``).
+    """
+
+    def __init__(self, data: Interactions, batch_size: int, seed: int) -> None:
+        super().__init__(data, batch_size, seed)
+        matrix = data.csr()
+        degrees = np.diff(matrix.indptr)
+        self.active = torch.from_numpy(np.flatnonzero(degrees).astype(np.int64))  # users with an item
+        self.starts = torch.from_numpy(matrix.indptr[:-1].astype(np.int64))  # [n_users]
+        self.degrees = torch.from_numpy(degrees.astype(np.int64))  # [n_users]
+        self.columns = torch.from_numpy(matrix.indices.astype(np.int64))  # [nnz], row by row
+
+    def _draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``(users [n], items [n])``: ``n`` users uniform over ``active``, an item of each uniform
+        over its row (floor(U * degree) is uniform on 0..degree-1)."""
+        n = len(self.users)
+        if n == 0:
+            return self.users, self.items
+        users = self.active[torch.randint(len(self.active), (n,), generator=generator)]
+        offsets = (torch.rand(n, generator=generator, dtype=torch.float64) * self.degrees[users]).long()
+        return users, self.columns[self.starts[users] + offsets]
 
 
 class BatchGroups:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 
 import lightning.pytorch as L
 
-from recsys.data.batching import BatchGroups, ShuffledPairs, exposed_batches, ranking_batches
+from recsys.data.batching import BatchGroups, ShuffledPairs, UserUniformPairs, exposed_batches, ranking_batches
 from recsys.data.interactions import Split
 from recsys.interfaces import RankingBatch
 
@@ -41,11 +41,14 @@ class InteractionDataModule(L.LightningDataModule):
         rare_max_count: with ``exposed``, the rare-item bound (None: no rare pass).
         batches_per_call: training batches per ``training_step`` call (see ``BatchGroups``); None:
             about ten calls per epoch.
+        pair_sampling: ``interactions`` (every training pair once per epoch, ``ShuffledPairs``) or
+            ``users`` (as many pairs drawn user-uniformly, ``UserUniformPairs``).
     """
 
     def __init__(
         self, split: Split, batch_size: int, eval_batch_size: int, seed: int,
         protocol: str = "full", rare_max_count: int | None = None, batches_per_call: int | None = None,
+        pair_sampling: str = "interactions",
     ) -> None:
         super().__init__()
         if protocol == "exposed" and split.exposure is None:
@@ -54,7 +57,10 @@ class InteractionDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.protocol = protocol
         self.rare_max_count = rare_max_count
-        self._train = ShuffledPairs(split.train, batch_size, seed)
+        if pair_sampling not in ("interactions", "users"):
+            raise ValueError(f"pair_sampling must be 'interactions' or 'users', got {pair_sampling!r}")
+        self._train = (UserUniformPairs(split.train, batch_size, seed) if pair_sampling == "users"
+                       else ShuffledPairs(split.train, batch_size, seed))
         self._groups = BatchGroups(self._train, batches_per_call)
         self._valid: _Batches | None = None
         self._test: _Batches | list[_Batches] | None = None
