@@ -145,19 +145,6 @@ def test_user_uniform_pairs_are_reproducible_and_new_every_epoch() -> None:
     assert all(users.dtype == torch.long and items.dtype == torch.long for users, items in batches)
 
 
-def test_user_uniform_pairs_shard_like_shuffled_pairs() -> None:
-    data = _skewed()
-    whole = list(UserUniformPairs(data, batch_size=16, seed=2))
-    shards = []
-    for rank in range(2):
-        pairs = UserUniformPairs(data, batch_size=16, seed=2)
-        pairs.shard(rank, 2)
-        shards.append(list(pairs))
-    for (users, items), (u0, i0), (u1, i1) in zip(whole, *shards, strict=True):
-        assert torch.equal(u0, users[0::2]) and torch.equal(i1, items[1::2])
-        assert len(u0) + len(u1) == len(users) and len(i0) == len(u0)
-
-
 def test_no_interactions_are_no_batches() -> None:
     empty = _interactions([], n_users=3, n_items=2)
     for pairs in (ShuffledPairs(empty, batch_size=4, seed=0), UserUniformPairs(empty, batch_size=4, seed=0)):

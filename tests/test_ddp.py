@@ -15,24 +15,26 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
 
-from recsys.data.batching import ShuffledPairs
+from recsys.data.batching import ShuffledPairs, UserUniformPairs
 from recsys.samplers.in_batch import InBatchSampler
 from tests.factories import rows_interactions
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_processes_split_every_global_batch_between_them() -> None:
+@pytest.mark.parametrize("source", [ShuffledPairs, UserUniformPairs])
+def test_processes_split_every_global_batch_between_them(source: type[ShuffledPairs]) -> None:
     data = rows_interactions([[i % 7, (i + 3) % 7] for i in range(11)], n_items=7)  # 22 pairs
-    whole = list(ShuffledPairs(data, batch_size=8, seed=4))
+    whole = list(source(data, batch_size=8, seed=4))
     shards = []
     for rank in range(2):
-        pairs = ShuffledPairs(data, batch_size=8, seed=4)
+        pairs = source(data, batch_size=8, seed=4)
         pairs.shard(rank, 2)
         shards.append(list(pairs))
     assert len(shards[0]) == len(shards[1]) == len(whole) == 3  # the last batch has 6 >= 2 rows
     for (users, items), (u0, i0), (u1, i1) in zip(whole, *shards, strict=True):
         assert len(u0) == len(u1) == len(users) // 2
+        assert torch.equal(u0, users[0::2]) and torch.equal(i1, items[1::2])  # rows rank, rank + 2, ...
         assert sorted(zip(users.tolist(), items.tolist())) == sorted(zip([*u0.tolist(), *u1.tolist()], [*i0.tolist(), *i1.tolist()]))
 
 
