@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("-c", "--config", type=Path, required=True)
     fit.add_argument("overrides", nargs="*", metavar="dotted.key=value")
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.add_argument("--state-dir", type=Path, default=None,
+                     help="keep a checkpoint of every epoch in this folder; the same command again continues "
+                          "an interrupted fit from its last epoch, in the same MLflow run")
     _common(fit)
     fit.set_defaults(handler=_fit)
 
@@ -186,7 +189,8 @@ def _fit(args: argparse.Namespace) -> int:
     from recsys.report import results_table
 
     config = load_config(args.config, args.overrides)
-    result = fit(config, args.data_root, args.tracking_uri, args.cache_dir, progress=not args.no_progress)
+    result = fit(config, args.data_root, args.tracking_uri, args.cache_dir, progress=not args.no_progress,
+                 state_dir=args.state_dir)
     if not result.run_id:  # a DDP process other than rank zero: rank zero reports
         return 0
     print(results_table(result))

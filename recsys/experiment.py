@@ -12,7 +12,8 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from recsys.data.splits import refit_split
 from recsys.data.sessions import SessionDataModule, SessionSplit
 from recsys.errors import ConfigError, DataError
 from recsys.evaluation.evaluator import FullRankingEvaluator
+from recsys.fit_state import FitState, ResumePoint
 from recsys.losses import LOSSES
 from recsys.models import MODELS, RecommenderModule, TrainingParts
 from recsys.samplers import SAMPLERS
@@ -135,6 +137,7 @@ def fit(
     tags: dict[str, str] | None = None,
     stop_exceptions: tuple[type[BaseException], ...] = (),
     on_run: Callable[[str], None] | None = None,
+    state_dir: Path | None = None,
 ) -> ExperimentResult:
     """Train with early stopping on ``train.monitor``, test the best checkpoint, track one run.
 
@@ -149,7 +152,8 @@ def fit(
     a study's run; ``tags`` are set on the run; an exception in ``stop_exceptions`` (a pruned trial)
     ends the run KILLED with a ``stopped_by`` tag instead of FAILED, and propagates. ``on_run`` is
     called with the run's id once it is open (a trial records it, so a worker that outlives a dead one
-    can close its run).
+    can close its run). ``state_dir`` keeps a checkpoint of every epoch there; a fit interrupted with one
+    continues from its last epoch, in its MLflow run, when called again with it (``recsys.fit_state``).
     """
     import lightning.pytorch as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -163,58 +167,68 @@ def fit(
     if config.train.pair_sampling != "interactions" and config.data.sessions:
         raise ConfigError(f"{config.source}: train.pair_sampling: {config.train.pair_sampling!r} is for "
                           "user-item splits; session batches take every session once per epoch")
+    state = _fit_state(config, tracking_uri, state_dir)
     L.seed_everything(config.seed, verbose=False)
     split, datamodule, model = _prepare(config, data_root, cache_dir)
 
-    with tempfile.TemporaryDirectory(prefix="recsys-fit-") as scratch:
+    with _scratch(state) as scratch:
         checkpoint = ModelCheckpoint(
             dirpath=scratch, monitor=config.train.monitor, mode="max", save_top_k=1, save_weights_only=True
         )
         stopping = EarlyStopping(monitor=config.train.monitor, mode="max", patience=config.train.patience)
+        resume = [] if state is None else [ResumePoint(state.last("select"))]
         n_batches = len(datamodule.train_dataloader())
         trainer, logger = _trainer(
-            config, scratch, [checkpoint, stopping, *callbacks], progress, max_epochs=config.train.max_epochs,
-            refresh_rate=max(1, n_batches // 10),
+            config, scratch, [checkpoint, stopping, *resume, *callbacks], progress,
+            max_epochs=config.train.max_epochs, refresh_rate=max(1, n_batches // 10),
         )
         extra = dict(tags or {})
         if parent_run_id is not None:
             extra["mlflow.parentRunId"] = parent_run_id
-        with _open_run(config, tracking_uri, trainer, "fit", split, extra, stop_exceptions) as run:
+        resumed = state.run_id if state is not None else ""
+        if resumed:
+            extra["resumes"] = str(state.record.get("resumes", 0) + 1)
+        with _open_run(config, tracking_uri, trainer, "fit", split, extra, stop_exceptions, resumed) as run, \
+                _noting_state(state):
             logger.run = run
+            if state is not None:
+                state.begin(run.run_id, resumed=bool(resumed))
+                if resumed:
+                    print(f"recsys: continuing the interrupted fit in {state.path} ({state.stage} stage, "
+                          f"MLflow run {run.run_id})", file=sys.stderr)
             if on_run is not None and run.run_id:
                 on_run(run.run_id)
             started = time.perf_counter()
             if config.train.refit_epochs is not None:  # the epoch count is given: no selection run
                 assert isinstance(split, Split)  # sessions were refused above
                 del model, datamodule
+                if state is not None and state.stage == "select":
+                    state.enter("refit")
                 result = _refit(config, split, config.train.refit_epochs, run, Path(scratch), progress,
-                                refresh_rate=max(1, n_batches // 10))
+                                refresh_rate=max(1, n_batches // 10), state=state)
                 run.log_metrics({"refit/time/total_s": time.perf_counter() - started}, step=config.train.refit_epochs)
                 _log_per_user(run, result)
                 if config.tracking.log_checkpoint:
                     result.checkpoint = _log_checkpoint(run, str(Path(scratch) / "refit.ckpt"), "refit.ckpt")
+                if state is not None:
+                    state.finish()
                 return result
-            trainer.fit(model, datamodule=datamodule)
+            if state is not None and state.stage == "refit":  # resumed after its selection run finished
+                result = _selected(state.record["selection"], run.run_id)
+            else:
+                result = _select(config, trainer, model, datamodule, checkpoint, logger, split, run, started,
+                                 state)
             best = checkpoint.best_model_path or None
-            # Lightning saves a checkpoint only after an optimizer step; a closed-form model takes none
-            # and is tested as fitted.
-            if best is None and trainer.global_step > 0:
-                warnings.warn(f"{config.train.monitor} was never finite: testing the last weights", stacklevel=1)
-            if config.train.refit:
-                logger.prefix = "selected/"
-            trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-            run.log_metrics({"time/total_s": time.perf_counter() - started}, step=trainer.current_epoch)
-            result = _result(run.run_id, model, logger.history, split, "test")
-            result.best_epoch = _best_epoch(logger.history, config.train.monitor)
-            result.valid = _stage_means(logger.history.get(result.best_epoch, {}), "val")
-            result.epochs = trainer.current_epoch
-            run.set_tags({"best_epoch": str(result.best_epoch), "epochs": str(result.epochs)})
             if config.train.refit:
                 assert isinstance(split, Split)  # sessions were refused above
                 epochs = result.epochs if result.best_epoch is None else result.best_epoch + 1
-                if config.tracking.log_checkpoint:
-                    _log_checkpoint(run, best, "best.ckpt")
-                refitted = _refit(config, split, epochs, run, Path(scratch), progress, refresh_rate=max(1, n_batches // 10))
+                if state is None or state.stage == "select":  # not yet done by an interrupted attempt
+                    if config.tracking.log_checkpoint:
+                        _log_checkpoint(run, best, "best.ckpt")
+                    if state is not None:
+                        state.enter("refit", selection=_selection_record(result))
+                refitted = _refit(config, split, epochs, run, Path(scratch), progress, refresh_rate=max(1, n_batches // 10),
+                                  state=state)
                 refitted.valid, refitted.best_epoch, refitted.epochs = result.valid, result.best_epoch, result.epochs
                 refitted.selected_test = result.test
                 result = refitted
@@ -224,26 +238,93 @@ def fit(
                 saved = _log_checkpoint(run, str(Path(scratch) / "refit.ckpt") if config.train.refit else best,
                                         "refit.ckpt" if config.train.refit else "best.ckpt")
                 result.checkpoint = saved if saved is not None else result.checkpoint
+            if state is not None:
+                state.finish()
     return result
 
 
+def _select(config: ExperimentConfig, trainer, model: RecommenderModule, datamodule, checkpoint, logger,
+            split: Split | SessionSplit, run, started: float, state: FitState | None) -> ExperimentResult:
+    """The selection run: train with validation and early stopping (from the state's last epoch, if
+    an interrupted fit left one), then test the best checkpoint."""
+    trainer.fit(model, datamodule=datamodule, ckpt_path=state.resumable("select") if state is not None else None)
+    best = checkpoint.best_model_path or None
+    # Lightning saves a checkpoint only after an optimizer step; a closed-form model takes none
+    # and is tested as fitted.
+    if best is None and trainer.global_step > 0:
+        warnings.warn(f"{config.train.monitor} was never finite: testing the last weights", stacklevel=1)
+    if config.train.refit:
+        logger.prefix = "selected/"
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    run.log_metrics({"time/total_s": time.perf_counter() - started}, step=trainer.current_epoch)
+    result = _result(run.run_id, model, logger.history, split, "test")
+    result.best_epoch = _best_epoch(logger.history, config.train.monitor)
+    result.valid = _stage_means(logger.history.get(result.best_epoch, {}), "val")
+    result.epochs = trainer.current_epoch
+    run.set_tags({"best_epoch": str(result.best_epoch), "epochs": str(result.epochs)})
+    return result
+
+
+def _selection_record(result: ExperimentResult) -> dict[str, Any]:
+    """What a refit needs of its selection run, kept in the fit's state while the refit trains."""
+    return {"test": result.test, "valid": result.valid, "best_epoch": result.best_epoch, "epochs": result.epochs}
+
+
+def _selected(record: dict[str, Any], run_id: str) -> ExperimentResult:
+    return ExperimentResult(run_id=run_id, test=record["test"], valid=record["valid"],
+                            best_epoch=record["best_epoch"], epochs=record["epochs"])
+
+
+def _fit_state(config: ExperimentConfig, tracking_uri: str, state_dir: Path | None) -> FitState | None:
+    if state_dir is None:
+        return None
+    if str(config.train.trainer_arguments().get("strategy", "auto")).startswith("ddp"):
+        raise ConfigError(f"{config.source}: train.strategy: --state-dir resumes single-process fits, not DDP")
+    return FitState.open(state_dir, config, tracking_uri)
+
+
+@contextmanager
+def _scratch(state: FitState | None) -> Iterator[str]:
+    """The fit's working folder: the state folder of a resumable fit, else a temporary one."""
+    if state is not None:
+        state.path.mkdir(parents=True, exist_ok=True)
+        yield str(state.path)
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-fit-") as scratch:
+        yield scratch
+
+
+@contextmanager
+def _noting_state(state: FitState | None) -> Iterator[None]:
+    """On an interrupted or failed resumable fit, say how to continue it."""
+    try:
+        yield
+    except BaseException:
+        if state is not None and state.stage != "finished" and state.last(state.stage).is_file():
+            print(f"recsys: the fit's state is in {state.path}: the same command with --state-dir "
+                  f"{state.path} continues it", file=sys.stderr)
+        raise
+
+
 def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Path, progress: bool,
-           refresh_rate: int) -> ExperimentResult:
+           refresh_rate: int, state: FitState | None = None) -> ExperimentResult:
     """Train a fresh model on train + validation for ``epochs`` epochs, test it, log into ``run``.
 
     The same seed as the selection run, so the refit starts from the same initial weights. It saves its
-    last weights to ``scratch/refit.ckpt`` (a ``recsys evaluate`` checkpoint of this config).
+    last weights to ``scratch/refit.ckpt`` (a ``recsys evaluate`` checkpoint of this config). With a
+    ``state``, it checkpoints every epoch there and continues from the last one an interrupted refit left.
     """
     import lightning.pytorch as L
 
     L.seed_everything(config.seed, verbose=False)
     merged = refit_split(split)
     model, datamodule = build_model(config, merged), _datamodule(config, merged)
-    trainer, logger = _trainer(config, str(scratch / "refit"), [], progress, max_epochs=epochs,
+    resume = [] if state is None else [ResumePoint(state.last("refit"))]
+    trainer, logger = _trainer(config, str(scratch / "refit"), resume, progress, max_epochs=epochs,
                                refresh_rate=refresh_rate, limit_val_batches=0, enable_checkpointing=False)
     logger.run, logger.prefix = run, "refit/"
     run.set_tags({"refit_epochs_planned": str(epochs), "data.refit_train_interactions": str(len(merged.train))})
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=state.resumable("refit") if state is not None else None)
     run.set_tags({"refit_epochs": str(trainer.current_epoch)})
     logger.prefix = ""
     trainer.test(model, datamodule=datamodule, verbose=False)
@@ -341,7 +422,8 @@ def split_statistics(split: Split | SessionSplit) -> dict[str, int]:
 
 
 def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str, split: Split | SessionSplit,
-              extra_tags: dict[str, str] | None = None, stop_exceptions: tuple[type[BaseException], ...] = ()):
+              extra_tags: dict[str, str] | None = None, stop_exceptions: tuple[type[BaseException], ...] = (),
+              resume_run_id: str = ""):
     from recsys.tracking.environment import environment_tags
     from recsys.tracking.run import TrackedRun, UntrackedRun
 
@@ -357,18 +439,22 @@ def _open_run(config: ExperimentConfig, tracking_uri: str, trainer, command: str
     }
     tags.update({f"data.{name}": str(value) for name, value in split_statistics(split).items()})
     tags.update(extra_tags or {})
-    run = TrackedRun(tracking_uri, config.tracking.experiment, config.run_name(), tags, stop_exceptions)
-    return _Started(run, config)
+    run = TrackedRun(tracking_uri, config.tracking.experiment, config.run_name(), tags, stop_exceptions,
+                     resume_run_id=resume_run_id)
+    return _Started(run, config, log_config=not resume_run_id)
 
 
 class _Started:
-    """Enter the run, then log the config as params and artifact (inside the run's status handling)."""
+    """Enter the run, then log the config as params and artifact (inside the run's status handling;
+    not again for a resumed run, which has them)."""
 
-    def __init__(self, run, config: ExperimentConfig) -> None:
-        self.run, self.config = run, config
+    def __init__(self, run, config: ExperimentConfig, log_config: bool = True) -> None:
+        self.run, self.config, self.log_config = run, config, log_config
 
     def __enter__(self):
         self.run.__enter__()
+        if not self.log_config:
+            return self.run
         try:
             self.run.log_params(self.config.flat())
             self.run.log_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False), "config.yaml")
@@ -458,6 +544,8 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # We log per epoch only, so Lightning's hint about log_every_n_steps does not apply.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # The best checkpoint goes in the fit's own folder, which a resumable fit (--state-dir) shares.
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
     # Under DDP every process computes the same full-ranking metrics, so they need no sync_dist.
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")

@@ -65,6 +65,14 @@ class InteractionDataModule(L.LightningDataModule):
         self._valid: _Batches | None = None
         self._test: _Batches | list[_Batches] | None = None
 
+    # Lightning keeps a data module's state in its checkpoints: the epoch count, which seeds the next
+    # epoch's shuffle, so a resumed fit (recsys.fit_state) shuffles as an uninterrupted one would.
+    def state_dict(self) -> dict[str, int]:
+        return {"train_epoch": self._train.epoch}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._train.epoch = int(state_dict["train_epoch"])
+
     @property
     def test_stages(self) -> tuple[str, ...]:
         """Metric namespace of each test dataloader: ``test`` (and ``test/rare``)."""

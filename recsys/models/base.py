@@ -24,11 +24,13 @@ from recsys.interfaces import Loss, Negatives, RankingBatch, RankingEvaluator
 from recsys.models.batched_dot import batched_dot
 from recsys.models.gathered_dot import gathered_dot
 from recsys.models.optimizers import OptimizerName, build_optimizer
-from recsys.samplers.base import BoundScorer
+from recsys.samplers.base import BoundScorer, Sampler
 from recsys.samplers.diagnostics import SamplerProbe
 from recsys.samplers.pool import block_rows, pooled
 
 __all__ = ["DotProductModule", "RecommenderModule", "TrainingParts"]
+
+_GENERATORS = "recsys_sampler_generators"  # the checkpoint key of the samplers' generator states
 
 
 @dataclass
@@ -334,6 +336,18 @@ class RecommenderModule(L.LightningModule):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+    # A resumable checkpoint (recsys.fit_state) carries the samplers' generators, so that a resumed
+    # fit draws the negatives an uninterrupted one would.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = {name: module.generator_state() for name, module in self.named_modules() if isinstance(module, Sampler)}
+        checkpoint[_GENERATORS] = {name: state for name, state in states.items() if state is not None}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        modules = dict(self.named_modules())
+        for name, state in checkpoint.get(_GENERATORS, {}).items():
+            if isinstance(modules.get(name), Sampler):
+                modules[name].restore_generator(state)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.optimizer_name == "sparse_adam":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +68,7 @@ class Sampler(nn.Module):
         self.n_items = n_items
         self.seed = seed
         self._generator: torch.Generator | None = None
+        self._saved_generator: dict[str, Any] | None = None  # a resumed fit's, set at the next draw
 
     def forward(self, queries: Tensor, positives: Tensor, scorer: ScoreFn) -> Negatives:
         raise NotImplementedError
@@ -75,7 +77,21 @@ class Sampler(nn.Module):
         """The sampler's generator on ``device`` (re-created from the seed if the device changed)."""
         if self._generator is None or self._generator.device != device:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            saved, self._saved_generator = self._saved_generator, None
+            if saved is not None and saved["device"] == device.type:
+                self._generator.set_state(saved["state"])
         return self._generator
+
+    def generator_state(self) -> dict[str, Any] | None:
+        """The generator's state and device type (for a resumable checkpoint); None before any draw."""
+        if self._generator is None:
+            return None
+        return {"device": self._generator.device.type, "state": self._generator.get_state()}
+
+    def restore_generator(self, saved: dict[str, Any]) -> None:
+        """Continue from ``generator_state()``'s result at the next draw. A state saved on another kind
+        of device cannot be carried over: the generator then starts afresh from the seed."""
+        self._generator, self._saved_generator = None, saved
 
     def diagnostics(self) -> dict[str, float]:
         """Figures of the sampler's own (e.g. the mean flip probability of a noise model); none here."""

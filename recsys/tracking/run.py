@@ -48,10 +48,12 @@ class TrackedRun:
         tags: tags set at creation.
         stop_exceptions: exceptions that stop a run on purpose (an Optuna trial pruned): the run ends
             KILLED with a ``stopped_by`` tag naming the exception, not FAILED.
+        resume_run_id: continue this existing run (an interrupted fit resumed): it is set RUNNING again
+            and gets ``tags``, instead of a new run being created.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None,
-                 stop_exceptions: tuple[type[BaseException], ...] = ()):
+                 stop_exceptions: tuple[type[BaseException], ...] = (), resume_run_id: str = ""):
         self.tracking_uri = tracking_uri
         store = local_store_path(tracking_uri)
         if store is None:
@@ -67,6 +69,7 @@ class TrackedRun:
         self.run_name = run_name
         self.tags = dict(tags or {})
         self.stop_exceptions = stop_exceptions
+        self.resume_run_id = resume_run_id
         self.run_id = ""
 
     def _experiment(self, name: str, store: Path | None) -> str:
@@ -85,6 +88,16 @@ class TrackedRun:
             return found.experiment_id
 
     def __enter__(self) -> TrackedRun:
+        if self.resume_run_id:
+            with deferred_interrupts():
+                self.client.update_run(self.resume_run_id, status="RUNNING")
+                self.run_id = self.resume_run_id
+            try:
+                self.set_tags(self.tags)
+            except BaseException as error:
+                self.__exit__(type(error), error, error.__traceback__)
+                raise
+            return self
         try:
             with deferred_interrupts():
                 self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=self.tags).info.run_id

@@ -44,6 +44,14 @@ class SessionDataModule(L.LightningDataModule):
         """Items in the id space; the embedding table needs ``n_items + 1`` rows (row 0: padding)."""
         return self.split.n_items
 
+    # Lightning keeps a data module's state in its checkpoints: the epoch count, which seeds the next
+    # epoch's shuffle, so a resumed fit (recsys.fit_state) shuffles as an uninterrupted one would.
+    def state_dict(self) -> dict[str, int]:
+        return {"train_epoch": self._train.epoch}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._train.epoch = int(state_dict["train_epoch"])
+
     def train_dataloader(self) -> BatchGroups:
         return self._groups
 
