@@ -67,6 +67,13 @@ class TrainConfig(Section):
     # How an epoch's (user, positive) pairs are drawn: `interactions`, every training pair once
     # (RecBole, BARS); `users`, as many pairs with users drawn uniformly (LightGCN's reference code).
     pair_sampling: Literal["interactions", "users"] = "interactions"
+    # Multiply the learning rate by this factor after `lr_patience` validations without improvement
+    # of `monitor`, down to `min_lr` (FuxiCTR's reduce_lr_on_plateau, which BARS's runs use: 0.1 after
+    # each, floor 1e-6; recsys.models.lr_decay); a refit makes the selection run's cuts at its epochs.
+    # Null: a constant learning rate.
+    lr_decay: float | None = Field(None, gt=0, lt=1)
+    lr_patience: int = Field(1, ge=1)
+    min_lr: float = Field(1e-6, ge=0)
 
     def trainer_arguments(self) -> dict[str, Any]:
         """The Lightning ``Trainer`` arguments given in this section (besides ``max_epochs``)."""
@@ -269,6 +276,9 @@ def _check_across_sections(config: ExperimentConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: train.monitor: {monitor!r} is not computed; use val/ with one of: {', '.join(computed)}"
         )
+    if config.train.lr_decay is not None and config.train.refit_epochs is not None:
+        raise ConfigError(f"{source}: train.lr_decay: train.refit_epochs has no validation to decay on; "
+                          "use train.refit: true, which makes the selection run's cuts again")
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:

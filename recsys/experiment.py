@@ -34,6 +34,7 @@ from recsys.evaluation.evaluator import FullRankingEvaluator
 from recsys.fit_state import FitState, ResumePoint
 from recsys.losses import LOSSES
 from recsys.models import MODELS, RecommenderModule, TrainingParts
+from recsys.models.lr_decay import PlateauDecay, ScheduledDecay
 from recsys.samplers import SAMPLERS
 from recsys.samplers.diagnostics import SamplerProbe
 from recsys.samplers.mnar import MNARConfig, item_propensity, known_propensity
@@ -59,6 +60,7 @@ class ExperimentResult:
     per_user_test: pl.DataFrame | None = None
     checkpoint: Path | None = None
     history: dict[int, dict[str, float]] = field(default_factory=dict)
+    lr_cuts: list[int] = field(default_factory=list)  # epochs whose validation cut the learning rate
 
 
 def build_model(config: ExperimentConfig, split: Split | SessionSplit) -> RecommenderModule:
@@ -176,10 +178,11 @@ def fit(
             dirpath=scratch, monitor=config.train.monitor, mode="max", save_top_k=1, save_weights_only=True
         )
         stopping = EarlyStopping(monitor=config.train.monitor, mode="max", patience=config.train.patience)
+        decay = _plateau_decay(config)
         resume = [] if state is None else [ResumePoint(state.last("select"))]
         n_batches = len(datamodule.train_dataloader())
         trainer, logger = _trainer(
-            config, scratch, [checkpoint, stopping, *resume, *callbacks], progress,
+            config, scratch, [checkpoint, stopping, *decay, *resume, *callbacks], progress,
             max_epochs=config.train.max_epochs, refresh_rate=max(1, n_batches // 10),
         )
         extra = dict(tags or {})
@@ -217,7 +220,7 @@ def fit(
                 result = _selected(state.record["selection"], run.run_id)
             else:
                 result = _select(config, trainer, model, datamodule, checkpoint, logger, split, run, started,
-                                 state)
+                                 state, decay)
             best = checkpoint.best_model_path or None
             if config.train.refit:
                 assert isinstance(split, Split)  # sessions were refused above
@@ -228,9 +231,9 @@ def fit(
                     if state is not None:
                         state.enter("refit", selection=_selection_record(result))
                 refitted = _refit(config, split, epochs, run, Path(scratch), progress, refresh_rate=max(1, n_batches // 10),
-                                  state=state)
+                                  state=state, lr_cuts=result.lr_cuts)
                 refitted.valid, refitted.best_epoch, refitted.epochs = result.valid, result.best_epoch, result.epochs
-                refitted.selected_test = result.test
+                refitted.selected_test, refitted.lr_cuts = result.test, result.lr_cuts
                 result = refitted
                 run.log_metrics({"refit/time/total_s": time.perf_counter() - started}, step=epochs)
             _log_per_user(run, result)
@@ -243,8 +246,16 @@ def fit(
     return result
 
 
+def _plateau_decay(config: ExperimentConfig) -> list[PlateauDecay]:
+    """The selection run's learning-rate cuts on a plateau (``train.lr_decay``), if any."""
+    if config.train.lr_decay is None:
+        return []
+    return [PlateauDecay(config.train.monitor, config.train.lr_decay, config.train.lr_patience, config.train.min_lr)]
+
+
 def _select(config: ExperimentConfig, trainer, model: RecommenderModule, datamodule, checkpoint, logger,
-            split: Split | SessionSplit, run, started: float, state: FitState | None) -> ExperimentResult:
+            split: Split | SessionSplit, run, started: float, state: FitState | None,
+            decay: list[PlateauDecay]) -> ExperimentResult:
     """The selection run: train with validation and early stopping (from the state's last epoch, if
     an interrupted fit left one), then test the best checkpoint."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=state.resumable("select") if state is not None else None)
@@ -262,17 +273,22 @@ def _select(config: ExperimentConfig, trainer, model: RecommenderModule, datamod
     result.valid = _stage_means(logger.history.get(result.best_epoch, {}), "val")
     result.epochs = trainer.current_epoch
     run.set_tags({"best_epoch": str(result.best_epoch), "epochs": str(result.epochs)})
+    if decay:
+        result.lr_cuts = list(decay[0].cuts)
+        run.set_tags({"lr_cuts": ",".join(map(str, result.lr_cuts))})
     return result
 
 
 def _selection_record(result: ExperimentResult) -> dict[str, Any]:
     """What a refit needs of its selection run, kept in the fit's state while the refit trains."""
-    return {"test": result.test, "valid": result.valid, "best_epoch": result.best_epoch, "epochs": result.epochs}
+    return {"test": result.test, "valid": result.valid, "best_epoch": result.best_epoch, "epochs": result.epochs,
+            "lr_cuts": result.lr_cuts}
 
 
 def _selected(record: dict[str, Any], run_id: str) -> ExperimentResult:
     return ExperimentResult(run_id=run_id, test=record["test"], valid=record["valid"],
-                            best_epoch=record["best_epoch"], epochs=record["epochs"])
+                            best_epoch=record["best_epoch"], epochs=record["epochs"],
+                            lr_cuts=record.get("lr_cuts", []))
 
 
 def _fit_state(config: ExperimentConfig, tracking_uri: str, state_dir: Path | None) -> FitState | None:
@@ -307,12 +323,14 @@ def _noting_state(state: FitState | None) -> Iterator[None]:
 
 
 def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Path, progress: bool,
-           refresh_rate: int, state: FitState | None = None) -> ExperimentResult:
+           refresh_rate: int, state: FitState | None = None, lr_cuts: Sequence[int] = ()) -> ExperimentResult:
     """Train a fresh model on train + validation for ``epochs`` epochs, test it, log into ``run``.
 
-    The same seed as the selection run, so the refit starts from the same initial weights. It saves its
-    last weights to ``scratch/refit.ckpt`` (a ``recsys evaluate`` checkpoint of this config). With a
-    ``state``, it checkpoints every epoch there and continues from the last one an interrupted refit left.
+    The same seed as the selection run, so the refit starts from the same initial weights; with
+    ``train.lr_decay`` it cuts the learning rate after the epochs ``lr_cuts`` whose validation cut it
+    in the selection run. It saves its last weights to ``scratch/refit.ckpt`` (a ``recsys evaluate``
+    checkpoint of this config). With a ``state``, it checkpoints every epoch there and continues from
+    the last one an interrupted refit left.
     """
     import lightning.pytorch as L
 
@@ -320,6 +338,8 @@ def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Pa
     merged = refit_split(split)
     model, datamodule = build_model(config, merged), _datamodule(config, merged)
     resume = [] if state is None else [ResumePoint(state.last("refit"))]
+    if config.train.lr_decay is not None:
+        resume.insert(0, ScheduledDecay(list(lr_cuts), config.train.lr_decay, config.train.min_lr))
     trainer, logger = _trainer(config, str(scratch / "refit"), resume, progress, max_epochs=epochs,
                                refresh_rate=refresh_rate, limit_val_batches=0, enable_checkpointing=False)
     logger.run, logger.prefix = run, "refit/"

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from recsys.config import ExperimentConfig
+from recsys.config import ExperimentConfig, resolve_config
 from recsys.errors import ConfigError
 
 __all__ = ["FitState", "ResumePoint"]
@@ -62,7 +62,7 @@ class FitState:
         if record.get("tracking_uri") != tracking_uri:
             raise ConfigError(f"--state-dir {path}: its fit is tracked in {record.get('tracking_uri')}, "
                               f"not {tracking_uri}")
-        difference = _first_difference(saved_config, wanted["config"])
+        difference = _first_difference(_with_defaults(saved_config), wanted["config"])
         if difference is not None:
             raise ConfigError(f"{config.source}: {difference}: differs from the interrupted fit in {path} "
                               "(resume with its config, or give another --state-dir)")
@@ -182,6 +182,16 @@ def _replace(target: Path, write) -> None:
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _with_defaults(saved: Any) -> Any:
+    """A saved config with the defaults of keys added to recsys since it was written (a new key's
+    default keeps what came before), so that such a fit still resumes; as saved if it no longer
+    validates (the comparison then names the key)."""
+    try:
+        return resolve_config(saved).to_dict() if isinstance(saved, dict) else saved
+    except ConfigError:
+        return saved
 
 
 def _first_difference(saved: Any, wanted: Any, key: str = "") -> str | None:

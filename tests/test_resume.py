@@ -137,6 +137,22 @@ def test_a_state_folder_of_another_fit_is_refused(tmp_path: Path, capsys: pytest
     assert "holds files but no fit.json" in _error(capsys)
 
 
+def test_a_fit_saved_before_a_config_key_existed_resumes(tmp_path: Path) -> None:
+    """A key added to recsys after the fit started (here the lr_decay keys, removed from its saved
+    config) takes its default, which keeps what came before: the fit resumes in its run."""
+    config = load_config(QUICKSTART, ["train.max_epochs=4"])
+    state = tmp_path / "state"
+    with pytest.MonkeyPatch.context() as patch, pytest.raises((KeyboardInterrupt, SystemExit)):
+        _interrupt_at(patch, 2)
+        _fit(config, REPO / "data", tmp_path, state)
+    record = json.loads((state / "fit.json").read_text())
+    for key in ("lr_decay", "lr_patience", "min_lr"):
+        del record["config"]["train"][key]
+    (state / "fit.json").write_text(json.dumps(record))
+    resumed = _fit(config, REPO / "data", tmp_path, state)
+    assert resumed.run_id == record["run_id"] and resumed.epochs == 4
+
+
 def test_a_finished_state_folder_is_not_fitted_again(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     state = tmp_path / "state"
     assert main(_cli(tmp_path, "--state-dir", str(state), "train.max_epochs=2")) == 0
