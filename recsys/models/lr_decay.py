@@ -3,11 +3,13 @@
 FuxiCTR, which BARS's and RecZoo's benchmark runs use (``reduce_lr_on_plateau: True``), multiplies the
 learning rate by 0.1, floored at 1e-6, after every validation that does not improve the monitored
 metric (``BaseModel.checkpoint_and_earlystop`` and ``lr_decay``), and stops after ``patience`` such
-validations. ``PlateauDecay`` does that for any recsys model: ``factor`` after every ``patience``
-validations without improvement, down to ``min_lr``, with "improvement" as early stopping counts it
-(strictly above the best so far). It records the epochs whose validation cut the rate, so that a refit
-on train + validation, which has no validation, can make the same cuts at the same epochs
-(``ScheduledDecay``): the selection run's schedule, replayed.
+validations in a row. The older FuxiCTR of RecZoo's SimpleX runs also reloads the best weights at each
+cut (its logs' "Load best model"); ``PlateauDecay`` keeps the current weights. ``PlateauDecay`` makes
+the cuts for any recsys model: ``factor`` after every ``patience`` validations without improvement,
+down to ``min_lr``, with "improvement" as early stopping counts it (strictly above the best so far). It
+records the epochs whose validation cut the rate, so that a refit on train + validation, which has no
+validation, can make the same cuts at the same epochs (``ScheduledDecay``): the selection run's
+schedule, replayed.
 
 Both log the learning rate of each training epoch as ``train/lr``.
 """
