@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError
@@ -74,6 +74,9 @@ class TrainConfig(Section):
     lr_decay: float | None = Field(None, gt=0, lt=1)
     lr_patience: int = Field(1, ge=1)
     min_lr: float = Field(1e-6, ge=0)
+    # With refit_epochs and lr_decay: the epochs after which the refit cuts the learning rate, e.g. an
+    # earlier selection run's `lr_cuts` tag, so a known schedule is refitted without selecting again.
+    refit_lr_cuts: list[Annotated[int, Field(ge=0)]] | None = None
 
     def trainer_arguments(self) -> dict[str, Any]:
         """The Lightning ``Trainer`` arguments given in this section (besides ``max_epochs``)."""
@@ -276,9 +279,14 @@ def _check_across_sections(config: ExperimentConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: train.monitor: {monitor!r} is not computed; use val/ with one of: {', '.join(computed)}"
         )
-    if config.train.lr_decay is not None and config.train.refit_epochs is not None:
+    train = config.train
+    if train.lr_decay is not None and train.refit_epochs is not None and train.refit_lr_cuts is None:
         raise ConfigError(f"{source}: train.lr_decay: train.refit_epochs has no validation to decay on; "
-                          "use train.refit: true, which makes the selection run's cuts again")
+                          "give the cuts as train.refit_lr_cuts (a selection run's lr_cuts tag) or use "
+                          "train.refit: true, which makes the selection run's cuts again")
+    if train.refit_lr_cuts is not None and (train.lr_decay is None or train.refit_epochs is None):
+        raise ConfigError(f"{source}: train.refit_lr_cuts: a cut schedule for a refit needs both "
+                          "train.refit_epochs and train.lr_decay")
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:

@@ -148,7 +148,8 @@ def fit(
     which trains on the whole train file, with the epoch count chosen on held-out data instead of on
     test. Its metrics go into the same run: ``refit/train/...`` per epoch, and ``test/...`` are the
     refitted model's; the selected checkpoint's test metrics are ``selected/test/...``. With
-    ``train.refit_epochs`` there is no selection run: only the refit, for that many epochs.
+    ``train.refit_epochs`` there is no selection run: only the refit, for that many epochs (cutting the
+    learning rate after the epochs ``train.refit_lr_cuts`` with ``train.lr_decay``).
 
     ``callbacks`` join the Trainer's (a search's pruning callback); ``parent_run_id`` nests the run under
     a study's run; ``tags`` are set on the run; an exception in ``stop_exceptions`` (a pruned trial)
@@ -207,8 +208,12 @@ def fit(
                 del model, datamodule
                 if state is not None and state.stage == "select":
                     state.enter("refit")
+                cuts = config.train.refit_lr_cuts or []
+                if config.train.lr_decay is not None:
+                    run.set_tags({"lr_cuts": ",".join(map(str, cuts))})
                 result = _refit(config, split, config.train.refit_epochs, run, Path(scratch), progress,
-                                refresh_rate=max(1, n_batches // 10), state=state)
+                                refresh_rate=max(1, n_batches // 10), state=state, lr_cuts=cuts)
+                result.lr_cuts = list(cuts)
                 run.log_metrics({"refit/time/total_s": time.perf_counter() - started}, step=config.train.refit_epochs)
                 _log_per_user(run, result)
                 if config.tracking.log_checkpoint:

@@ -116,6 +116,19 @@ def test_a_fit_cuts_on_its_plateaus_and_its_refit_makes_the_same_cuts(tmp_path: 
     assert [value for _, value in refit] == pytest.approx(rates[: len(refit)])
 
 
+def test_a_refit_given_its_cuts_matches_the_refit_after_selection(tmp_path: Path) -> None:
+    selected = _fit(load_config(QUICKSTART, DECAYING), REPO / "data", tmp_path)
+    assert selected.lr_cuts and selected.best_epoch is not None
+    epochs = selected.best_epoch + 1
+    given = load_config(QUICKSTART, [*DECAYING[:-1], f"train.refit_epochs={epochs}",
+                                     f"train.refit_lr_cuts=[{','.join(map(str, selected.lr_cuts))}]"])
+    refitted = _fit(given, REPO / "data", tmp_path)
+    assert refitted.lr_cuts == selected.lr_cuts and refitted.test == selected.test
+    assert _history(tmp_path, refitted.run_id, "refit/train/lr") == _history(tmp_path, selected.run_id, "refit/train/lr")
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(refitted.run_id)
+    assert run.data.tags["lr_cuts"] == ",".join(map(str, selected.lr_cuts))
+
+
 @pytest.mark.parametrize("prefix", ["", "refit/"])
 def test_a_decaying_fit_resumes_with_the_same_rates(prefix: str, tmp_path: Path) -> None:
     config = load_config(QUICKSTART, DECAYING)
@@ -131,3 +144,7 @@ def test_bad_lr_decay_settings_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "train.lr_decay" in _error(capsys)
     assert main(_cli(tmp_path, "train.lr_decay=0.1", "train.refit_epochs=3")) == 2
     assert "lr_decay" in _error(capsys)
+    assert main(_cli(tmp_path, "train.refit_lr_cuts=[1]", "train.refit_epochs=3")) == 2
+    assert "train.refit_lr_cuts" in _error(capsys)
+    assert main(_cli(tmp_path, "train.lr_decay=0.1", "train.refit_lr_cuts=[-1]", "train.refit_epochs=3")) == 2
+    assert "refit_lr_cuts" in _error(capsys)
