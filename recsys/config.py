@@ -77,6 +77,10 @@ class TrainConfig(Section):
     # With refit_epochs and lr_decay: the epochs after which the refit cuts the learning rate, e.g. an
     # earlier selection run's `lr_cuts` tag, so a known schedule is refitted without selecting again.
     refit_lr_cuts: list[Annotated[int, Field(ge=0)]] | None = None
+    # Test the refitting model every this many epochs, logged as refit/test/... by epoch: a curve to
+    # watch a long refit by, as the papers' code prints one. It chooses nothing: the refit's epoch
+    # count is fixed, and its test/... metrics are those of its last epoch. Null: test once, at the end.
+    refit_test_every: int | None = Field(None, ge=1)
 
     def trainer_arguments(self) -> dict[str, Any]:
         """The Lightning ``Trainer`` arguments given in this section (besides ``max_epochs``)."""
@@ -287,6 +291,9 @@ def _check_across_sections(config: ExperimentConfig, source: str) -> None:
     if train.refit_lr_cuts is not None and (train.lr_decay is None or train.refit_epochs is None):
         raise ConfigError(f"{source}: train.refit_lr_cuts: a cut schedule for a refit needs both "
                           "train.refit_epochs and train.lr_decay")
+    if train.refit_test_every is not None and not (train.refit or train.refit_epochs is not None):
+        raise ConfigError(f"{source}: train.refit_test_every: a test curve is for a refit; set train.refit: "
+                          "true or train.refit_epochs (a fit that selects on validation does not test as it goes)")
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:

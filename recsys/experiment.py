@@ -333,8 +333,9 @@ def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Pa
 
     The same seed as the selection run, so the refit starts from the same initial weights; with
     ``train.lr_decay`` it cuts the learning rate after the epochs ``lr_cuts`` whose validation cut it
-    in the selection run. It saves its last weights to ``scratch/refit.ckpt`` (a ``recsys evaluate``
-    checkpoint of this config). With a ``state``, it checkpoints every epoch there and continues from
+    in the selection run. With ``train.refit_test_every``, it tests every that many epochs too
+    (``refit/test/...`` by epoch), a curve that chooses nothing. It saves its last weights to
+    ``scratch/refit.ckpt`` (a ``recsys evaluate`` checkpoint of this config). With a ``state``, it checkpoints every epoch there and continues from
     the last one an interrupted refit left.
     """
     import lightning.pytorch as L
@@ -342,11 +343,18 @@ def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Pa
     L.seed_everything(config.seed, verbose=False)
     merged = refit_split(split)
     model, datamodule = build_model(config, merged), _datamodule(config, merged)
+    every = config.train.refit_test_every
+    validation: dict[str, Any] = dict(limit_val_batches=0)
+    if every is not None:  # the test curve: "validation" ranks the test set every `every` epochs
+        datamodule.validate_on_test, model.validation_stage = True, "test"
+        if model.probe is not None:  # its false negatives: held-out positives, now the test's
+            model.probe = SamplerProbe(merged.train, merged.test, seed=config.seed)
+        validation = dict(check_val_every_n_epoch=every, limit_val_batches=None)
     resume = [] if state is None else [ResumePoint(state.last("refit"))]
     if config.train.lr_decay is not None:
         resume.insert(0, ScheduledDecay(list(lr_cuts), config.train.lr_decay, config.train.min_lr))
     trainer, logger = _trainer(config, str(scratch / "refit"), resume, progress, max_epochs=epochs,
-                               refresh_rate=refresh_rate, limit_val_batches=0, enable_checkpointing=False)
+                               refresh_rate=refresh_rate, enable_checkpointing=False, **validation)
     logger.run, logger.prefix = run, "refit/"
     run.set_tags({"refit_epochs_planned": str(epochs), "data.refit_train_interactions": str(len(merged.train))})
     trainer.fit(model, datamodule=datamodule, ckpt_path=state.resumable("refit") if state is not None else None)

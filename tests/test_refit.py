@@ -129,3 +129,31 @@ def test_refit_is_refused_for_sessions_and_in_a_search(tmp_path: Path, capsys) -
     assert main(["fit", "-c", sessions, *_common(tmp_path), "train.refit_epochs=3"]) == 2
     assert "train.refit_epochs: refitting on train + validation is for user-item splits" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("model", ["mf", "lightgcn"])
+def test_a_refit_test_curve_ends_at_the_refit_test_and_changes_no_weight(model: str, tmp_path: Path) -> None:
+    """``train.refit_test_every=2`` tests after epochs 1 and 3 of a 4-epoch refit. Its last point ranks
+    the last weights on the test set as the final test does, so it equals it; and testing along the
+    way leaves the training as it was: the final test equals a refit without the curve."""
+    common = [*_common(tmp_path), f"model.name={model}", "train.refit_epochs=4"]
+    assert main(["fit", "-c", CONFIG, *common]) == 0
+    client, (plain,) = _only_run(tmp_path)
+    assert not [key for key in plain.data.metrics if key.startswith("refit/test/")]
+    assert main(["fit", "-c", CONFIG, *common, "train.refit_test_every=2"]) == 0
+    curved = _only_run(tmp_path)[1][0]
+    for key in ("recall_at_20", "ndcg_at_20", "mrr_at_10"):
+        history = client.get_metric_history(curved.info.run_id, f"refit/test/{key}")
+        assert [m.step for m in history] == [1, 3]
+        assert history[-1].value == pytest.approx(curved.data.metrics[f"test/{key}"], abs=1e-6)
+        assert curved.data.metrics[f"test/{key}"] == pytest.approx(plain.data.metrics[f"test/{key}"], abs=1e-6)
+    assert history[0].value != history[-1].value  # two points of a curve, not one value twice
+    # The sampler probe counts test positives as its false negatives (validation is in train now).
+    assert "refit/sampler/false_negative_rate" in curved.data.metrics
+    assert not [key for key in curved.data.metrics if key.startswith(("val/", "refit/val/"))]
+
+
+def test_a_test_curve_without_a_refit_exits_2(tmp_path: Path, capsys) -> None:
+    assert main(["fit", "-c", CONFIG, *_common(tmp_path), "train.refit_test_every=5"]) == 2
+    assert "train.refit_test_every: a test curve is for a refit" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()

@@ -43,12 +43,14 @@ class InteractionDataModule(L.LightningDataModule):
             about ten calls per epoch.
         pair_sampling: ``interactions`` (every training pair once per epoch, ``ShuffledPairs``) or
             ``users`` (as many pairs drawn user-uniformly, ``UserUniformPairs``).
+        validate_on_test: "validation" ranks the test set (its first pass) instead: a refit's test
+            curve (``train.refit_test_every``), which has no validation set to rank and selects nothing.
     """
 
     def __init__(
         self, split: Split, batch_size: int, eval_batch_size: int, seed: int,
         protocol: str = "full", rare_max_count: int | None = None, batches_per_call: int | None = None,
-        pair_sampling: str = "interactions",
+        pair_sampling: str = "interactions", validate_on_test: bool = False,
     ) -> None:
         super().__init__()
         if protocol == "exposed" and split.exposure is None:
@@ -57,6 +59,7 @@ class InteractionDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.protocol = protocol
         self.rare_max_count = rare_max_count
+        self.validate_on_test = validate_on_test
         if pair_sampling not in ("interactions", "users"):
             raise ValueError(f"pair_sampling must be 'interactions' or 'users', got {pair_sampling!r}")
         self._train = (UserUniformPairs(split.train, batch_size, seed) if pair_sampling == "users"
@@ -89,6 +92,9 @@ class InteractionDataModule(L.LightningDataModule):
         return self._groups
 
     def val_dataloader(self) -> _Batches:
+        if self.validate_on_test:
+            test = self.test_dataloader()
+            return test[0] if isinstance(test, list) else test
         if self._valid is None:
             self._valid = _Batches(ranking_batches(self.split.valid, self.split.train, self.eval_batch_size))
         return self._valid

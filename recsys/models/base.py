@@ -151,7 +151,8 @@ class RecommenderModule(L.LightningModule):
     ``time/sampling_s`` and ``sys/peak_rss_mb``; after testing, ``test/{metric}@{k}``
     and ``time/test_eval_s``. Device work is synchronised only at those clock points, never per step.
     Per-query metric vectors of the last validation and test pass are kept in ``per_query[stage]``
-    for significance tests.
+    for significance tests. ``validation_stage`` names what validation ranks: ``val``, or ``test`` for
+    a refit's test curve (``train.refit_test_every``), logged as ``test/{metric}@{k}`` by epoch.
     """
 
     def __init__(self, parts: TrainingParts) -> None:
@@ -165,6 +166,7 @@ class RecommenderModule(L.LightningModule):
         self.lr = parts.lr
         self.weight_decay = parts.weight_decay
         self.probe = parts.probe
+        self.validation_stage = "val"
         self.per_query: dict[str, dict[str, Tensor]] = {}
         self.automatic_optimization = False  # see training_step
         self._totals = _EpochTotals()
@@ -368,7 +370,7 @@ class RecommenderModule(L.LightningModule):
         self.evaluator.step(self, batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_ranking("val")
+        self._log_ranking(self.validation_stage)
         if self.probe is not None and self.trainer.state.fn == "fit":
             started = self._clock()
             figures = self.probe.measure(
