@@ -15,7 +15,7 @@
 #   lightgcn_long  LightGCN on Gowalla at the paper's settings for the time left, trained as the paper
 #                does on the whole train file (train.refit_epochs=1000: no validation carve-out, no
 #                validation passes) and tested after the last epoch: how far towards the paper's 0.1830
-#                (the issue's 15-minute goal)
+#                (the issue's 15-minute goal); tested every 25 epochs too (train.refit_test_every), a curve
 # Overrides (a dry run on a CPU): PYTHON, DEVICE=cpu, BUDGET (Lightning max_time), TOTAL, SPEED_OVERRIDES.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -65,6 +65,8 @@ curve = {key: [(step, value) for k, step, value in rows if k == key] for key in 
 train = [value for _, value in curve.get("time/epoch_train_s", curve.get("refit/time/epoch_train_s", []))]
 print(f"epochs {len(train)}, train s/epoch median {statistics.median(train):.2f}" if train else "no epoch")
 print("val recall@20 by epoch:", " ".join(f"{s}:{v:.4f}" for s, v in curve.get("val/recall_at_20", [])))
+if "refit/test/recall_at_20" in curve:
+    print("refit test recall@20 by epoch:", " ".join(f"{s}:{v:.4f}" for s, v in curve["refit/test/recall_at_20"]))
 print("test:", {k: round(v[-1][1], 4) for k, v in curve.items() if k.startswith("test/") and k.endswith("_at_20")})
 PY
 }
@@ -96,6 +98,7 @@ fi
 # The time left, less about 40 s for starting, testing and logging, as Lightning's max_time.
 left=$((deadline - SECONDS - 40))
 if [ "$left" -gt 30 ]; then
-    lightgcn lightgcn_long $((left + 35)) "$(printf '00:00:%02d:%02d' $((left / 60)) $((left % 60)))" 1e-3 train.refit_epochs=1000
+    lightgcn lightgcn_long $((left + 35)) "$(printf '00:00:%02d:%02d' $((left / 60)) $((left % 60)))" 1e-3 train.refit_epochs=1000 \
+        train.refit_test_every=25
 fi
 echo "== done after $SECONDS s"
