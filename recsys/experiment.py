@@ -335,8 +335,8 @@ def _refit(config: ExperimentConfig, split: Split, epochs: int, run, scratch: Pa
     ``train.lr_decay`` it cuts the learning rate after the epochs ``lr_cuts`` whose validation cut it
     in the selection run. With ``train.refit_test_every``, it tests every that many epochs too
     (``refit/test/...`` by epoch), a curve that chooses nothing. It saves its last weights to
-    ``scratch/refit.ckpt`` (a ``recsys evaluate`` checkpoint of this config). With a ``state``, it checkpoints every epoch there and continues from
-    the last one an interrupted refit left.
+    ``scratch/refit.ckpt`` (a ``recsys evaluate`` checkpoint of this config). With a ``state``, it
+    checkpoints every epoch there and continues from the last one an interrupted refit left.
     """
     import lightning.pytorch as L
 
