@@ -148,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ui)
     ui.set_defaults(handler=_ui)
 
+    curves = commands.add_parser("curves", help="per-epoch curves of tracked runs: a summary, a PNG, a CSV")
+    curves.add_argument("runs", nargs="+", metavar="RUN_ID", help="MLflow run ids (as `recsys fit` prints them)")
+    curves.add_argument("--metric", action="append", default=[], metavar="KEY",
+                        help="a per-epoch metric, e.g. val/recall@20, refit/test/ndcg@20, train/loss (repeatable; "
+                             "default: each run's train.monitor and its refit test curve)")
+    curves.add_argument("--out", type=Path, default=Path("curves.png"), help="the PNG (default ./curves.png)")
+    curves.add_argument("--csv", type=Path, default=None, help="also write every point here (long format)")
+    curves.add_argument("--reference", action="append", default=[], metavar="METRIC=VALUE",
+                        help="a dashed horizontal line on that metric's panel, e.g. refit/test/recall@20=0.1830 "
+                             "(repeatable)")
+    curves.add_argument("--reference-label", default="reference", help="the legend's name for those lines")
+    curves.add_argument("--title", default="", help="the figure's title")
+    _common(curves)
+    curves.set_defaults(handler=_curves)
+
     bench = commands.add_parser("bench", help="benchmarks: a grid of configs x seeds (-c GRID.yaml), speed, samplers")
     bench.add_argument("-c", "--config", type=Path, default=None,
                        help="grid file (configs/bench/...): configs x seeds -> table with CIs, tests, plots")
@@ -349,6 +364,28 @@ def _ui(args: argparse.Namespace) -> int:
         return 0
     finally:
         _stop_group(server)
+
+
+def _curves(args: argparse.Namespace) -> int:
+    from recsys.tracking.curves import draw_curves, read_curves, summary_table, write_csv
+
+    references = {}
+    for text in args.reference:
+        metric, _, value = text.rpartition("=")
+        try:
+            references[metric] = float(value)
+        except ValueError:
+            raise UserError(f"--reference {text!r}: expected METRIC=NUMBER") from None
+        if not metric:
+            raise UserError(f"--reference {text!r}: expected METRIC=NUMBER")
+    curves = read_curves(args.tracking_uri, args.runs, args.metric)
+    draw_curves(args.out, curves, references, args.reference_label, args.title)
+    print(summary_table(curves))
+    print(f"curves: {args.out}")
+    if args.csv is not None:
+        write_csv(args.csv, curves)
+        print(f"points: {args.csv}")
+    return 0
 
 
 def _stop_group(process: subprocess.Popen) -> None:
