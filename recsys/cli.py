@@ -378,6 +378,9 @@ def _curves(args: argparse.Namespace) -> int:
             raise UserError(f"--reference {text!r}: expected METRIC=NUMBER") from None
         if not metric:
             raise UserError(f"--reference {text!r}: expected METRIC=NUMBER")
+    for path in (args.out, args.csv):
+        if path is not None and path.is_dir():
+            raise UserError(f"{path}: is a folder; name the file to write")
     curves = read_curves(args.tracking_uri, args.runs, args.metric)
     draw_curves(args.out, curves, references, args.reference_label, args.title)
     print(summary_table(curves))

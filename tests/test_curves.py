@@ -114,6 +114,11 @@ def test_mistakes_exit_2_with_one_line_and_write_nothing(arguments, message, tmp
     assert not png.exists()
 
 
+def test_an_output_that_is_a_folder_exits_2(tmp_path: Path, capsys) -> None:
+    assert main(["curves", "abc", "--tracking-uri", _uri(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
 def test_a_missing_store_exits_2(tmp_path: Path, capsys) -> None:
     uri = f"sqlite:///{tmp_path / 'none.db'}"
     assert main(["curves", "abc", "--tracking-uri", uri, "--out", str(tmp_path / "c.png")]) == 2
