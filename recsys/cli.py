@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from recsys.allocator import tune_malloc
 from recsys.errors import DataError, UserError
 from recsys.interrupts import raise_interrupt
 
@@ -479,6 +480,7 @@ def _bench(args: argparse.Namespace, run) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``recsys`` console script."""
     args = build_parser().parse_args(argv)
+    tune_malloc()  # before the first tensor: freed tensor-sized blocks are reused, not unmapped
     # SIGTERM (a scheduler, `kill`) ends a run like Ctrl-C: its MLflow run is closed as KILLED.
     signal.signal(signal.SIGTERM, raise_interrupt)
     try:

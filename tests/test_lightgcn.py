@@ -74,6 +74,27 @@ def test_block_product_passes_gradcheck_in_float64() -> None:
 
 
 @pytest.mark.parametrize("layers", [0, 1, 3])
+def test_layer_mean_and_its_gradient_match_autograd_through_the_dense_layers(layers: int) -> None:
+    graph = NormalizedBipartiteGraph(rows_interactions(ROWS, 5))
+    adjacency = torch.tensor(_dense_adjacency(), dtype=torch.float64)
+    users = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    items = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(9, 3, dtype=torch.float64)
+    layer = total = torch.cat([users, items])
+    for _ in range(layers):
+        layer = adjacency @ layer
+        total = total + layer
+    expected = total / (layers + 1)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (users, items))
+    mean_users, mean_items = graph.layer_mean(users, items, layers)
+    torch.testing.assert_close(torch.cat([mean_users, mean_items]), expected)
+    grads = torch.autograd.grad((torch.cat([mean_users, mean_items]) * weights).sum(), (users, items))
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad, expected_grad)
+    assert torch.autograd.gradcheck(lambda u, i: graph.layer_mean(u, i, layers), (users, items))
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3])
 def test_final_embeddings_are_the_mean_over_layers(layers: int) -> None:
     model = _model(layers=layers)
     adjacency = torch.tensor(_dense_adjacency(), dtype=torch.float32)
@@ -100,6 +121,10 @@ def test_regularization_is_half_the_squared_layer0_norms_over_the_batch() -> Non
     squares += (items[4] ** 2).sum() + (items[2] ** 2).sum() + 2 * (items[0] ** 2).sum()
     expected = 0.1 * 0.5 * squares / 2
     torch.testing.assert_close(model.regularization(queries, positives, negatives), expected)
+    # Fewer of the batch's rows than the table's 5 (1 positive + 2 negatives): the rows alone are squared.
+    few = Negatives.unweighted(torch.tensor([[4, 2]]), torch.zeros(1, 2))
+    squares = (users[0] ** 2).sum() + (items[1] ** 2).sum() + (items[4] ** 2).sum() + (items[2] ** 2).sum()
+    torch.testing.assert_close(model.regularization(queries[:1], positives[:1], few), 0.1 * 0.5 * squares)
     # A shared set (stride-0 view) counts once per query, exactly as its expanded form.
     shared = Negatives.unweighted(torch.tensor([[4, 2]]).expand(2, 2), torch.zeros(2, 2))
     expanded = Negatives.unweighted(torch.tensor([[4, 2], [4, 2]]), torch.zeros(2, 2))

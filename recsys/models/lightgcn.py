@@ -58,13 +58,7 @@ class LightGCN(DotProductModule):
 
     def propagate(self) -> tuple[Tensor, Tensor]:
         """Final embeddings: users ``[U, d]``, items ``[I, d]`` (mean over layers 0..K)."""
-        users, items = self.user_embedding.weight, self.item_embedding.weight
-        user_sum, item_sum = users, items
-        for _ in range(self.layers):
-            users, items = self.graph.propagate(users, items)
-            user_sum, item_sum = user_sum + users, item_sum + items
-        scale = 1.0 / (self.layers + 1)
-        return user_sum * scale, item_sum * scale
+        return self.graph.layer_mean(self.user_embedding.weight, self.item_embedding.weight, self.layers)
 
     def _embeddings(self) -> tuple[Tensor, Tensor]:
         # Outside a step or a pass (a user's own call), propagate afresh.
@@ -95,12 +89,18 @@ class LightGCN(DotProductModule):
         if not self.reg_weight:
             return 0.0
         users, items = self.user_embedding.weight, self.item_embedding.weight
-        # Squared norms of all rows (cheap: one pass over the table), then gathered: a shared set of
-        # negatives (a stride-0 view) is never expanded to [B, N, d].
-        item_norms = items.pow(2).sum(dim=1)  # [I]
-        if negatives.shared:
-            negative_term = item_norms[negatives.items[0]].sum() * len(queries)
+        negative_items = negatives.items[0] if negatives.shared else negatives.items.reshape(-1)
+        if len(positives) + len(negative_items) < items.shape[0]:
+            # Fewer rows than the table (Gowalla: 4,096 of 40,981): square the batch's rows only.
+            negative_term = items.index_select(0, negative_items).pow(2).sum()
+            item_term = items.index_select(0, positives).pow(2).sum()
         else:
-            negative_term = item_norms[negatives.items].sum()
-        total = users[queries].pow(2).sum() + item_norms[positives].sum() + negative_term
+            # Squared norms of all rows, then gathered: a shared set of negatives (a stride-0 view) or
+            # a great many per query are never expanded to [B, N, d].
+            item_norms = items.pow(2).sum(dim=1)  # [I]
+            negative_term = item_norms[negatives.items[0] if negatives.shared else negatives.items].sum()
+            item_term = item_norms[positives].sum()
+        if negatives.shared:
+            negative_term = negative_term * len(queries)
+        total = users.index_select(0, queries).pow(2).sum() + item_term + negative_term
         return self.reg_weight * 0.5 * total / len(queries)
