@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.data.interactions import Interactions
+from recsys.errors import ConfigError
 from recsys.evaluation.evaluator import FullRankingEvaluator
 from recsys.interfaces import Negatives
 from recsys.losses import LOSSES, CCLConfig, ccl_loss
@@ -113,6 +114,45 @@ def test_leaving_the_positive_out_equals_aggregating_without_it(aggregator: str)
             pooled = torch.softmax(keys @ query, dim=0) @ history
         vector = 0.25 * emb_u[user] + 0.75 * (model.value.weight.detach() @ pooled)
         torch.testing.assert_close(got[row], vector / vector.norm())
+
+
+def _official_padded_attention(model: SimpleX, user: int, history: list[int], length: int) -> torch.Tensor:
+    """The official ``BehaviorAggregator`` on one user's history padded ("pre") with zero rows to
+    ``length``: its masked softmax fills padded logits with 0, so each padded slot weighs exp(0)."""
+    emb_u, emb_i = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+    sequence = torch.zeros(length, emb_i.shape[1])
+    if history:
+        sequence[length - len(history):] = emb_i[history]
+    keys = torch.tanh(sequence @ model.key.weight.detach().T + model.key.bias.detach())  # [L, d]
+    query = emb_u[user] if model.aggregator == "user_attention" else model.attention_query.detach()[:, 0]
+    logits = (keys @ query).masked_fill(sequence.sum(dim=1) == 0, 0.0)
+    attention = torch.exp(logits) / torch.exp(logits).sum()
+    vector = model.gamma * emb_u[user] + (1 - model.gamma) * (model.value.weight.detach() @ (attention @ sequence))
+    return vector / vector.norm()
+
+
+@pytest.mark.parametrize("aggregator", ["user_attention", "self_attention"])
+def test_padded_length_gives_the_official_padded_softmax(aggregator: str) -> None:
+    """Against the official code's arithmetic on padded tensors, with and without leaving the positive
+    out (the same user twice, a positive outside the history, an empty history)."""
+    model = _model(aggregator=aggregator, gamma=0.25, padded_length=6).eval()
+    users, positives = torch.tensor([3, 0, 3, 1, 2]), torch.tensor([4, 2, 1, 0, 1])
+    with torch.no_grad():
+        left_out = model.user_tower(users, leave_out=positives)
+        whole = model.user_tower(users)
+    for row, (user, positive) in enumerate(zip(users.tolist(), positives.tolist(), strict=True)):
+        kept = [item for item in ROWS[user] if item != positive]
+        torch.testing.assert_close(left_out[row], _official_padded_attention(model, user, kept, 6))
+        torch.testing.assert_close(whole[row], _official_padded_attention(model, user, ROWS[user], 6))
+    # Padding weighs: the padded tower differs from the default one wherever a history is shorter.
+    default = _model(aggregator=aggregator, gamma=0.25).eval()
+    with torch.no_grad():
+        assert not torch.allclose(default.user_tower(torch.tensor([3])), whole[0:1])
+
+
+def test_padded_length_is_refused_for_the_mean() -> None:
+    with pytest.raises(ConfigError, match="model.padded_length"):
+        _model(aggregator="mean", padded_length=6)
 
 
 def test_a_history_of_only_the_positive_pools_to_zero() -> None:

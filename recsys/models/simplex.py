@@ -31,6 +31,9 @@ class SimpleXConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1)  # on the (normalised) user vector, training only
     l2: float = Field(0.0, ge=0)  # the official "embedding_regularizer": l2/2 |E|^2 on the tables, per step
     init_std: float = Field(1e-4, gt=0)  # the official initialiser: normal(0, 1e-4)
+    # The official code's attention over a history padded to this many slots: its softmax counts
+    # exp(0) for each padded slot in the denominator. Null: padding gets no weight (the paper's Eq. 3).
+    padded_length: int | None = Field(None, ge=1)
 
 
 class SimpleX(DotProductModule):
@@ -47,8 +50,10 @@ class SimpleX(DotProductModule):
     (the mean for all users at once, as a product with the row-normalised history matrix), and the
     positive is left out per query by subtracting its term, ``(S_u - a_i e_i) / (Z_u - a_i)`` with
     ``S_u = sum_j a_j e_j``, ``Z_u = sum_j a_j`` (``a_j = 1`` for the mean). Differences from the official
-    code, on purpose: the attention softmax gives padding no weight (the official one counts ``exp(0)``
-    per padded slot in its denominator), and there is no dropout on the attention weights (0 in all
+    code, on purpose: by default the attention softmax gives padding no weight, where the official one
+    (``BehaviorAggregator.masked_softmax``) fills padded logits with 0 and so counts ``exp(0)`` per padded
+    slot in its denominator; ``padded_length`` gives that denominator, ``Z_u + (L - n_u) exp(-m_u)`` for
+    a history of ``n_u`` items padded to ``L``. There is no dropout on the attention weights (0 in all
     the official configs).
 
     The tower and the normalised item table are computed once per training step (``begin_step``),
@@ -67,6 +72,11 @@ class SimpleX(DotProductModule):
         self.gamma = config.gamma
         self.aggregator = config.aggregator
         self.l2 = config.l2
+        if config.padded_length is not None and config.aggregator == "mean":
+            # The official mean pooling divides by the number of real items: padding never counts there.
+            raise ConfigError("model.padded_length: is for the attention aggregators; the official mean "
+                              "pooling does not count padding")
+        self.padded_length = config.padded_length
         self.user_embedding, self.item_embedding = embedding_tables(
             parts.n_users, parts.n_items, config.dim, "normal", config.init_std
         )
@@ -94,12 +104,19 @@ class SimpleX(DotProductModule):
             shift = None
         else:
             total, weight, shift = self._attention_terms(users, own)
+        n_items = self.histories.lengths[users].to(own.dtype)  # [B]
         if leave_out is not None:
             # Remove the positive's own term where it is in the history (it is unless truncated away).
             item = self.lookup(self.item_embedding, leave_out)  # [B, d]
-            item_weight = self._weight_of(item, own, shift) * self.histories.contains(users, leave_out)  # [B]
+            held = self.histories.contains(users, leave_out).to(own.dtype)  # [B]
+            item_weight = self._weight_of(item, own, shift) * held
             total = total - item_weight.unsqueeze(1) * item
             weight = weight - item_weight
+            n_items = n_items - held
+        if self.padded_length is not None:
+            # Each padded slot's logit is 0: exp(0 - m_u) in the shifted sum (shift is detached, so the
+            # ratio a_j / Z_u is exactly the official exp(logit_j) / (sum_k exp(logit_k) + padding)).
+            weight = weight + (self.padded_length - n_items).clamp_min(0) * torch.exp(-shift)
         # An empty history (or one that held only the positive) pools to a zero vector.
         pooled = total / weight.clamp_min(1e-12).unsqueeze(1) * (weight > 1e-6).unsqueeze(1)
         vector = self.gamma * own + (1 - self.gamma) * self.value(pooled)
@@ -120,6 +137,7 @@ class SimpleX(DotProductModule):
         distinct_own = self.lookup(self.user_embedding, distinct)  # [V, d]
         logits = self._logits(sequence, distinct_own[rows])  # [T]
         top = logits.detach().new_full((len(distinct),), float("-inf")).scatter_reduce(0, rows, logits.detach(), "amax")
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # an empty history: any finite shift
         weights = torch.exp(logits - top[rows])  # [T]
         totals = sequence.new_zeros(len(distinct), sequence.shape[1]).index_add(0, rows, sequence * weights.unsqueeze(1))
         norms = weights.new_zeros(len(distinct)).index_add(0, rows, weights)
